@@ -1,0 +1,63 @@
+"""Helpers shared by the four command-line tools.
+
+`run_cli` turns `FerEdgeError` (and the few OS errors a user can cause) into a
+one-line message on stderr and exit code 2, so bad input never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import click
+
+from fer_edge.errors import FerEdgeError
+
+
+def run_cli(command: Callable[..., object]) -> None:
+    """Call a click command; print user errors as one line and exit non-zero."""
+    try:
+        command(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except FerEdgeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        click.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+class DefaultGroup(click.Group):
+    """A group that runs `default_command` when no subcommand is named.
+
+    So ``fer-train`` trains with defaults while ``fer-train evaluate ...`` still works.
+    """
+
+    default_command = "fit"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+def unique_run_dir(parent: "Path", name: str) -> "Path":  # noqa: F821 - Path imported lazily
+    """``parent/name``, or ``name2``, ``name3``... if taken, so runs never overwrite each other."""
+    from pathlib import Path
+
+    parent = Path(parent)
+    candidate = parent / name
+    n = 2
+    while candidate.exists():
+        candidate = parent / f"{name}{n}"
+        n += 1
+    candidate.mkdir(parents=True)
+    return candidate

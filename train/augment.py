@@ -1,0 +1,65 @@
+"""Training-time augmentation on uint8 face batches, in numpy and OpenCV.
+
+It runs in the input pipeline (a Keras `PyDataset` feeding `fit`), not inside
+the model: the exported model stays the bare inference graph, and OpenCV's
+`warpAffine` on a 48x48 face costs microseconds, so augmentation never becomes
+the bottleneck on a 2-core workstation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges for each random transform; `enabled=False` passes faces through."""
+
+    enabled: bool = True
+    flip: bool = True
+    rotate_deg: float = 12.0
+    shift: float = 0.10  # fraction of the side
+    zoom: float = 0.12  # scale in [1 - zoom, 1 + zoom]
+    brightness: float = 0.25  # additive, fraction of 255
+    contrast: float = 0.3  # multiplicative around the mean, in [1 - c, 1 + c]
+    erase_prob: float = 0.5
+    erase_area: tuple[float, float] = (0.02, 0.15)
+
+
+def augment_batch(faces: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Return a randomly transformed float32 copy of a (N, H, W) uint8 batch, still in 0-255."""
+    n, h, w = faces.shape
+    out = np.empty((n, h, w), np.float32)
+    if not cfg.enabled:
+        out[...] = faces
+        return out
+    centre = (w / 2.0, h / 2.0)
+    angles = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg, n)
+    scales = rng.uniform(1 - cfg.zoom, 1 + cfg.zoom, n)
+    shifts = rng.uniform(-cfg.shift, cfg.shift, (n, 2)) * (w, h)
+    flips = rng.random(n) < 0.5 if cfg.flip else np.zeros(n, bool)
+    for i in range(n):
+        m = cv2.getRotationMatrix2D(centre, angles[i], scales[i])
+        m[:, 2] += shifts[i]
+        if flips[i]:  # mirror x: x' = w - 1 - x, folded into the affine map
+            m[0] = -m[0]
+            m[0, 2] += w - 1
+        out[i] = cv2.warpAffine(faces[i], m, (w, h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT_101)
+    means = out.mean(axis=(1, 2), keepdims=True)
+    contrast = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast, (n, 1, 1)).astype(np.float32)
+    bright = rng.uniform(-cfg.brightness, cfg.brightness, (n, 1, 1)).astype(np.float32) * 255
+    out = (out - means) * contrast + means + bright
+    np.clip(out, 0, 255, out=out)
+    if cfg.erase_prob > 0:
+        for i in np.flatnonzero(rng.random(n) < cfg.erase_prob):
+            area = rng.uniform(*cfg.erase_area) * h * w
+            aspect = np.exp(rng.uniform(np.log(0.3), np.log(3.3)))
+            eh = int(min(h, max(1, round(np.sqrt(area * aspect)))))
+            ew = int(min(w, max(1, round(np.sqrt(area / aspect)))))
+            y, x = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
+            out[i, y:y + eh, x:x + ew] = rng.uniform(0, 255, (eh, ew))
+    return out

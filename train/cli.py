@@ -1,0 +1,196 @@
+"""`fer-train`: train the edge CNN (default) or score a saved model (`evaluate`)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from fer_edge.cli_util import DefaultGroup, run_cli, unique_run_dir
+from fer_edge.errors import FerEdgeError
+from fer_edge.train.data import FaceData, default_data_dir, load_dataset
+
+LABELS = click.Choice(["fer2013", "ferplus", "ferplus-soft"])
+
+
+def _load(data: Optional[Path], labels: str, ferplus: Optional[Path], eight: bool, skip_bad: bool,
+          seed: int = 0) -> FaceData:
+    path = data or default_data_dir()
+    click.echo(f"loading {path} ({labels} labels)...")
+    dataset = load_dataset(path, labels=labels, ferplus=ferplus, eight_classes=eight, skip_bad=skip_bad,
+                           seed=seed)
+    if dataset.skipped:
+        click.echo(f"skipped {dataset.skipped} bad rows/images (first: {dataset.notes[0]})", err=True)
+    for note in dataset.notes:
+        if note.startswith("FER+"):
+            click.echo(note)
+    return dataset
+
+
+def evaluate_model(model, dataset: FaceData, split: str, spec, run_dir: Optional[Path], tag: str) -> dict:
+    """Score `model` on one split; with `run_dir`, also draw the confusion matrix there."""
+    from fer_edge.train.report import classification_metrics, plot_confusion, predict_logits
+
+    part = dataset.split(split)
+    pred = predict_logits(model, part.images, spec).argmax(1)
+    metrics = classification_metrics(part.labels, pred, dataset.classes)
+    if run_dir is not None:
+        plot_confusion(np.asarray(metrics["confusion_matrix"]), dataset.classes, run_dir / f"confusion_{tag}.png",
+                       f"{tag}: top-1 {metrics['accuracy']:.1%}, macro-F1 {metrics['macro_f1']:.3f}")
+    return metrics
+
+
+import numpy as np  # noqa: E402  (numpy is light; kept below click setup for readability)
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Train the fer-edge emotion CNN on FER2013, FER+ or an image-folder dataset.
+
+    With no subcommand, runs `fit` on the built-in defaults.
+    """
+
+
+@cli.command()
+@click.option("--data", type=click.Path(path_type=Path), help="fer2013.csv(.gz), its folder, or an image-folder "
+              "dataset root (train/<class>/...). Default: $FER_EDGE_DATA or ../shared/data/fer2013.")
+@click.option("--labels", type=LABELS, default="fer2013", show_default=True,
+              help="FER2013 labels, FER+ majority vote, or FER+ vote distributions.")
+@click.option("--ferplus", type=click.Path(path_type=Path), help="fer2013new.csv (default: next to the CSV).")
+@click.option("--eight-classes", is_flag=True, help="FER+: keep contempt as an 8th class.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
+@click.option("--name", help="Run folder name (default: the label set).")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), help="Continue the run in this folder.")
+@click.option("--epochs", type=click.IntRange(1), default=40, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.05, show_default=True,
+              help="Peak learning rate (SGD, Nesterov momentum, warm-up then cosine decay).")
+@click.option("--patience", type=click.IntRange(1), default=15, show_default=True,
+              help="Early stop after this many epochs without a better validation accuracy.")
+@click.option("--class-weight", is_flag=True, help="Weight samples by inverse class frequency.")
+@click.option("--no-augment", is_flag=True, help="Train on the faces as they are.")
+@click.option("--seed", type=int, default=1234, show_default=True)
+@click.option("--threads", type=click.IntRange(0), default=0, help="TensorFlow intra-op threads (0: all cores).")
+@click.option("--limit", type=click.IntRange(0), default=0, help="Use only N training faces (smoke runs).")
+@click.option("--skip-bad", is_flag=True, help="Skip bad rows/images and report how many, instead of stopping.")
+@click.option("--report-split", default="test", show_default=True,
+              help="Split scored into metrics.json (FER2013: test = PrivateTest).")
+def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, epochs, batch_size, lr, patience,
+        class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+    """Train, select the best epoch on the validation split, and write a run folder."""
+    from fer_edge.train.augment import AugmentConfig
+    from fer_edge.train.fit import TrainConfig, configure_tensorflow
+
+    command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
+    if resume_dir:
+        run_dir = Path(resume_dir)
+        saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
+        if saved is None:
+            raise FerEdgeError(f"{run_dir}: no config.json, not a fer-train run folder")
+        args = saved["args"]
+        data, labels, ferplus, eight_classes = (Path(args["data"]) if args["data"] else None, args["labels"],
+                                                Path(args["ferplus"]) if args["ferplus"] else None,
+                                                args["eight_classes"])
+        cfg_dict = saved["train"]
+        cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k not in ("augment", "spec")},
+                          augment=AugmentConfig(**{**cfg_dict["augment"],
+                                                   "erase_area": tuple(cfg_dict["augment"]["erase_area"])}))
+    else:
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                          class_weight=class_weight, seed=seed, threads=threads, limit=limit,
+                          augment=AugmentConfig(enabled=not no_augment))
+    dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed)
+    configure_tensorflow(cfg.threads, cfg.seed)
+    from fer_edge.train.fit import atomic_save, export_saved_model, train
+    from fer_edge.train.model import with_softmax
+    from fer_edge.train.report import plot_curves, versions, write_json
+
+    if not resume_dir:
+        run_dir = unique_run_dir(out, name or labels)
+        write_json(run_dir / "config.json", {
+            "command": command,
+            "args": {"data": str(data) if data else None, "labels": labels,
+                     "ferplus": str(ferplus) if ferplus else None, "eight_classes": eight_classes},
+            "train": cfg.to_dict(),
+        })
+    click.echo(f"run folder: {run_dir}")
+    (run_dir / "classes.json").write_text(json.dumps(list(dataset.classes)) + "\n")
+    (run_dir / "preprocess.json").write_text(json.dumps(cfg.spec.to_dict(), indent=2) + "\n")
+
+    t0 = time.time()
+    model, macs = train(dataset, run_dir, cfg, resume=bool(resume_dir))
+    wall = time.time() - t0
+    final = with_softmax(model)
+    atomic_save(final, run_dir / "model.keras")
+    export_saved_model(final, run_dir)
+    plot_curves(run_dir / "history.csv", run_dir / "curves.png")
+
+    val = evaluate_model(model, dataset, "val", cfg.spec, run_dir, "val")
+    report = evaluate_model(model, dataset, report_split, cfg.spec, run_dir, report_split)
+    history = (run_dir / "history.csv").read_text().strip().splitlines()
+    write_json(run_dir / "metrics.json", {
+        "split": report_split,
+        **report,
+        "val_accuracy": val["accuracy"],
+        "val_macro_f1": val["macro_f1"],
+        "params": int(model.count_params()),
+        "macs": macs,
+        "epochs_run": len(history) - 1,
+        "wall_seconds": round(wall, 1),
+        "seconds_per_epoch": round(wall / max(1, len(history) - 1), 1),
+        "command": command,
+        "versions": versions(),
+        "data": {"source": dataset.source, "sha256": dataset.checksum, "labels": labels,
+                 "skipped": dataset.skipped},
+    })
+    click.echo(f"{report_split} top-1 {report['accuracy']:.2%} (macro-F1 {report['macro_f1']:.3f}); "
+               f"val top-1 {val['accuracy']:.2%}. Outputs in {run_dir}")
+
+
+@cli.command()
+@click.argument("model_path", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), help="As for fit.")
+@click.option("--labels", type=LABELS, default="fer2013", show_default=True)
+@click.option("--ferplus", type=click.Path(path_type=Path))
+@click.option("--eight-classes", is_flag=True)
+@click.option("--split", default="test", show_default=True, help="train/val/test or a FER2013 Usage name.")
+@click.option("--json-out", type=click.Path(path_type=Path), help="Write the metrics here as JSON.")
+def evaluate(model_path, data, labels, ferplus, eight_classes, split, json_out) -> None:
+    """Score a saved .keras model on one split of a dataset."""
+    from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec
+    from fer_edge.train.fit import configure_tensorflow
+
+    if not model_path.exists():
+        raise FerEdgeError(f"{model_path}: model not found")
+    dataset = _load(data, labels, ferplus, eight_classes, False)
+    configure_tensorflow(0, 0)
+    import keras
+
+    from fer_edge.train.report import write_json
+
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as exc:  # Keras raises many types for a bad file
+        raise FerEdgeError(f"{model_path}: not a loadable Keras model ({exc.__class__.__name__})") from None
+    spec_path = model_path.parent / "preprocess.json"
+    spec = PreprocessSpec.from_dict(json.loads(spec_path.read_text())) if spec_path.exists() else DEFAULT_SPEC
+    if model.output.shape[-1] != len(dataset.classes):
+        raise FerEdgeError(f"{model_path}: model has {model.output.shape[-1]} outputs but the data has "
+                           f"{len(dataset.classes)} classes")
+    metrics = evaluate_model(model, dataset, split, spec, None, split)
+    click.echo(f"{split}: top-1 {metrics['accuracy']:.2%}, macro-F1 {metrics['macro_f1']:.3f} "
+               f"on {metrics['samples']} faces")
+    for name, row in metrics["per_class"].items():
+        click.echo(f"  {name:>9}: P {row['precision']:.2f}  R {row['recall']:.2f}  F1 {row['f1']:.2f}  "
+                   f"n={row['support']}")
+    if json_out:
+        write_json(json_out, {"model": str(model_path), "split": split, **metrics})
+
+
+def main() -> None:
+    run_cli(cli)

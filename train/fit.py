@@ -1,0 +1,249 @@
+"""Training: input pipeline, schedule, checkpoints and the run directory.
+
+A run directory (``runs/train/<name>``) gets ``config.json`` first, then per
+epoch ``last.keras`` (for `--resume`) and ``best.keras`` (highest accuracy on
+the validation split, FER2013's PublicTest). Every model file is written to a
+temporary name and renamed, so a crash or Ctrl-C never leaves a half-written
+model under a final name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from fer_edge.errors import FerEdgeError
+from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec, normalize
+from fer_edge.train.augment import AugmentConfig, augment_batch
+from fer_edge.train.data import FaceData
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; written to ``config.json`` before training starts."""
+
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    dropout: float = 0.4
+    patience: int = 15
+    class_weight: bool = False
+    seed: int = 1234
+    threads: int = 0  # 0: TensorFlow's default
+    limit: int = 0  # use only this many training samples (0: all); for smoke runs
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    spec: PreprocessSpec = DEFAULT_SPEC
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["spec"] = self.spec.to_dict()
+        return data
+
+
+def configure_tensorflow(threads: int, seed: int) -> None:
+    """Set thread pools and seeds before any op runs (TensorFlow refuses later changes)."""
+    import keras
+    import tensorflow as tf
+
+    if threads > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    keras.utils.set_random_seed(seed)
+
+
+def atomic_save(model, path: Path) -> None:
+    """Save a Keras model via a temporary file and an atomic rename."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def make_sequence(data: FaceData, cfg: TrainConfig, train: bool):
+    """A Keras `PyDataset` yielding (normalised faces, targets[, sample weights]).
+
+    Targets are label distributions: one-hot for hard labels, the FER+ vote
+    distribution for soft labels, so one loss serves both.
+    """
+    import keras
+
+    num_classes = len(data.classes)
+    targets = data.soft if data.soft is not None else np.eye(num_classes, dtype=np.float32)[data.labels]
+    weights = None
+    if train and cfg.class_weight:
+        counts = np.maximum(data.class_counts(), 1)
+        per_class = len(data) / (num_classes * counts)
+        weights = per_class[data.labels].astype(np.float32)
+
+    class FaceSequence(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=2 if train else 1, use_multiprocessing=False)
+            self.rng = np.random.default_rng(cfg.seed)
+            self.order = np.arange(len(data))
+            if train:
+                self.rng.shuffle(self.order)
+
+        def __len__(self) -> int:
+            return math.ceil(len(data) / cfg.batch_size)
+
+        def __getitem__(self, index: int):
+            idx = self.order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
+            faces = data.images[idx]
+            if train:
+                # A per-batch generator keeps worker threads independent and the run reproducible.
+                rng = np.random.default_rng((cfg.seed, self.epoch, index))
+                pixels = augment_batch(faces, rng, cfg.augment)
+                x = (pixels * np.float32(cfg.spec.scale) + np.float32(cfg.spec.offset))[..., None]
+            else:
+                x = normalize(faces, cfg.spec)
+            if weights is not None:
+                return x, targets[idx], weights[idx]
+            return x, targets[idx]
+
+        epoch = 0
+
+        def on_epoch_end(self) -> None:
+            if train:
+                self.epoch += 1
+                self.rng.shuffle(self.order)
+
+    return FaceSequence()
+
+
+def build_callbacks(run_dir: Path, cfg: TrainConfig, start_best: float):
+    import keras
+
+    class Checkpoints(keras.callbacks.Callback):
+        """best.keras on a new best val accuracy, last.keras + state.json every epoch."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.best = start_best
+            self.wait = 0
+
+        def on_epoch_end(self, epoch: int, logs=None) -> None:
+            logs = logs or {}
+            acc = float(logs.get("val_accuracy", float("nan")))
+            improved = acc > self.best
+            if improved:
+                self.best = acc
+                self.wait = 0
+                atomic_save(self.model, run_dir / "best.keras")
+            else:
+                self.wait += 1
+            atomic_save(self.model, run_dir / "last.keras")
+            state = {"epoch": epoch + 1, "best_val_accuracy": self.best, "wait": self.wait}
+            atomic_write_text(run_dir / "state.json", json.dumps(state, indent=2))
+            if self.wait >= cfg.patience:
+                print(f"early stop: no val improvement for {cfg.patience} epochs", flush=True)
+                self.model.stop_training = True
+
+    return [
+        Checkpoints(),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+    ]
+
+
+def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    import keras
+
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=cfg.lr * 0.1 if warmup else cfg.lr,
+        decay_steps=max(1, total - warmup),
+        alpha=0.0,
+        warmup_target=cfg.lr if warmup else None,
+        warmup_steps=warmup,
+    )
+    optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False, verbose: Optional[int] = None):
+    """Fit the edge CNN on ``train``, select on ``val``; returns the best model (logits)."""
+    import keras
+
+    from fer_edge.train.model import MAC_BUDGET, count_macs, make_model
+
+    train_data, val_data = data.split("train"), data.split("val")
+    if cfg.limit:
+        rng = np.random.default_rng(cfg.seed)
+        keep = np.sort(rng.choice(len(train_data), size=min(cfg.limit, len(train_data)), replace=False))
+        train_data = FaceData(train_data.images[keep], train_data.labels[keep], train_data.splits[keep],
+                              train_data.classes, train_data.source, train_data.checksum,
+                              None if train_data.soft is None else train_data.soft[keep])
+    train_seq = make_sequence(train_data, cfg, train=True)
+    val_seq = make_sequence(val_data, cfg, train=False)
+
+    start_epoch, best = 0, -1.0
+    state_path = run_dir / "state.json"
+    if resume:
+        if not (run_dir / "last.keras").exists():
+            raise FerEdgeError(f"{run_dir}: nothing to resume (no last.keras)")
+        model = keras.models.load_model(run_dir / "last.keras")
+        if state_path.exists():
+            state = json.loads(state_path.read_text())
+            start_epoch, best = int(state["epoch"]), float(state["best_val_accuracy"])
+        print(f"resuming from epoch {start_epoch} (best val accuracy {best:.4f})", flush=True)
+    else:
+        model = make_model(len(data.classes), cfg.spec.size, dropout=cfg.dropout)
+        compile_model(model, cfg, len(train_seq))
+    macs = count_macs(model)
+    print(f"model: {model.count_params():,} parameters, {macs / 1e6:.1f}M MACs per face "
+          f"(budget {MAC_BUDGET / 1e6:.0f}M); {len(train_data)} train / {len(val_data)} val faces", flush=True)
+    if macs > MAC_BUDGET:
+        raise FerEdgeError(f"model needs {macs / 1e6:.1f}M MACs, over the {MAC_BUDGET / 1e6:.0f}M budget")
+    if start_epoch >= cfg.epochs:
+        print("already trained for all epochs", flush=True)
+    else:
+        train_seq.epoch = start_epoch
+        t0 = time.time()
+        model.fit(
+            train_seq,
+            validation_data=val_seq,
+            epochs=cfg.epochs,
+            initial_epoch=start_epoch,
+            callbacks=build_callbacks(run_dir, cfg, best),
+            verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
+        )
+        print(f"training took {time.time() - t0:.0f} s", flush=True)
+    best_path = run_dir / "best.keras"
+    if best_path.exists():
+        model = keras.models.load_model(best_path)
+    return model, macs
+
+
+def export_saved_model(model, run_dir: Path) -> Path:
+    """Write the probability model as a TF SavedModel (what some converters and servers take)."""
+    target = run_dir / "saved_model"
+    tmp = run_dir / ".saved_model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.export(str(tmp), format="tf_saved_model", verbose=False)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target

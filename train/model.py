@@ -1,0 +1,77 @@
+"""The edge CNN: a compact VGG-style network sized for int8 on a Raspberry Pi.
+
+Only ops that full-integer TFLite handles well and fast: 3x3 convolutions,
+batch norm (folded into the convolution at conversion), ReLU, max-pooling,
+global average pooling, dense. No augmentation layers inside the model:
+augmentation runs in the input pipeline, so the exported model is the bare
+inference graph.
+
+Budget: at most 50M multiply-accumulates per 48x48 face. Width goes where
+the image is small (a 3x3 conv on a 6x6 map costs 1/64 of the same conv on
+48x48), depth early is kept to one conv per stage.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers
+
+MAC_BUDGET = 50_000_000
+
+#: (channels, convs) per stage; a 2x2 max-pool follows every stage but the last.
+DEFAULT_STAGES: tuple[tuple[int, int], ...] = ((24, 1), (48, 1), (96, 2), (192, 2), (320, 1))
+
+
+def make_model(
+    num_classes: int,
+    input_size: int = 48,
+    stages: Sequence[tuple[int, int]] = DEFAULT_STAGES,
+    dropout: float = 0.4,
+    weight_decay: float = 0.0,
+) -> keras.Model:
+    """Build the classifier: input (size, size, 1) float in [0, 1] -> class logits.
+
+    Logits, not softmax, come out so label smoothing and soft labels train
+    stably; `with_softmax` adds the softmax for export.
+    """
+    reg = keras.regularizers.l2(weight_decay) if weight_decay else None
+    inputs = keras.Input((input_size, input_size, 1), name="face")
+    x = inputs
+    for s, (width, convs) in enumerate(stages):
+        for c in range(convs):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_regularizer=reg,
+                              name=f"s{s}_conv{c}")(x)
+            x = layers.BatchNormalization(name=f"s{s}_bn{c}")(x)
+            x = layers.ReLU(name=f"s{s}_relu{c}")(x)
+        if s < len(stages) - 1:
+            x = layers.MaxPooling2D(2, name=f"s{s}_pool")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    logits = layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
+    return keras.Model(inputs, logits, name="fer_edge_cnn")
+
+
+def with_softmax(model: keras.Model) -> keras.Model:
+    """Wrap a logits model so it outputs probabilities (what the bundle ships)."""
+    probs = layers.Softmax(name="probs")(model.output)
+    return keras.Model(model.input, probs, name=model.name + "_probs")
+
+
+def count_macs(model: keras.Model) -> int:
+    """Multiply-accumulates for one input, counted from the layer shapes."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.DepthwiseConv2D):
+            kh, kw = layer.kernel_size
+            _, h, w, c = layer.output.shape
+            total += h * w * kh * kw * c
+        elif isinstance(layer, layers.Conv2D):
+            kh, kw = layer.kernel_size
+            _, h, w, cout = layer.output.shape
+            cin = layer.input.shape[-1]
+            total += h * w * kh * kw * cin * cout // layer.groups
+        elif isinstance(layer, layers.Dense):
+            total += int(layer.input.shape[-1]) * layer.units
+    return int(total)
