@@ -12,6 +12,7 @@ and the per-frame path is a single ``np.take`` into the interpreter's buffer.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -139,12 +140,19 @@ def normalize(faces: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC) -> np.ndar
     """uint8 faces -> float32 model input (``pixel * scale + offset``), adding a channel axis.
 
     Accepts (H, W), (N, H, W) or already channelled arrays and returns
-    (..., H, W, 1) float32, the layout the Keras model and TFLite take.
+    (..., H, W, 1) float32, the layout the Keras model and TFLite take. It reads
+    the same lookup table as `InputEncoder`, so training and the device agree
+    to the last bit.
     """
-    x = faces.astype(np.float32) * np.float32(spec.scale) + np.float32(spec.offset)
+    x = np.take(_float_table(spec), faces)
     if x.shape[-1] != 1:
         x = x[..., None]
     return x
+
+
+@functools.lru_cache(maxsize=8)
+def _float_table(spec: PreprocessSpec) -> np.ndarray:
+    return (np.arange(256, dtype=np.float64) * spec.scale + spec.offset).astype(np.float32)
 
 
 class InputEncoder:
@@ -167,7 +175,7 @@ class InputEncoder:
         self.dtype = np.dtype(dtype)
         values = np.arange(256, dtype=np.float64) * spec.scale + spec.offset
         if self.dtype == np.float32:
-            table = values.astype(np.float32)
+            table = _float_table(spec)
         elif self.dtype in (np.dtype(np.int8), np.dtype(np.uint8)):
             if quant_scale <= 0:
                 raise ValueError(f"a quantised {self.dtype} input needs a positive scale, got {quant_scale}")

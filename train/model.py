@@ -21,7 +21,7 @@ from keras import layers
 MAC_BUDGET = 50_000_000
 
 #: (channels, convs) per stage; a 2x2 max-pool follows every stage but the last.
-DEFAULT_STAGES: tuple[tuple[int, int], ...] = ((24, 1), (48, 1), (96, 2), (192, 2), (320, 1))
+DEFAULT_STAGES: tuple[tuple[int, int], ...] = ((32, 1), (64, 1), (96, 2), (160, 2), (256, 1))
 
 
 def make_model(

@@ -1,0 +1,191 @@
+"""`fer-convert`: Keras model -> TFLite, accuracy gate, deployment bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import click
+import numpy as np
+
+from fer_edge.cli_util import run_cli
+from fer_edge.errors import FerEdgeError
+from fer_edge.labels import validate_classes
+from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec
+
+MODE_FLAGS = {"int8": "--int8", "float16": "--float16", "dynamic": "--dynamic-range", "float32": "--float32"}
+
+
+def resolve_model(path: Path) -> Path:
+    """Accept a run folder (its model.keras) or a .keras file."""
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.exists():
+        raise FerEdgeError(f"{path}: model not found")
+    if path.suffix != ".keras":
+        raise FerEdgeError(f"{path}: not a Keras model file (expected .keras)")
+    return path
+
+
+def load_keras_model(path: Path):
+    import keras
+
+    try:
+        return keras.models.load_model(path)
+    except Exception as exc:  # Keras raises many exception types for a bad file
+        raise FerEdgeError(f"{path}: not a loadable Keras model ({exc.__class__.__name__})") from None
+
+
+def run_facts(model_path: Path) -> tuple[Optional[tuple[str, ...]], PreprocessSpec, dict]:
+    """Classes, preprocessing and training args recorded next to a model by fer-train."""
+    folder = model_path.parent
+    classes = None
+    if (folder / "classes.json").exists():
+        classes = validate_classes(json.loads((folder / "classes.json").read_text()))
+    spec = DEFAULT_SPEC
+    if (folder / "preprocess.json").exists():
+        spec = PreprocessSpec.from_dict(json.loads((folder / "preprocess.json").read_text()))
+    args = {}
+    if (folder / "config.json").exists():
+        args = json.loads((folder / "config.json").read_text()).get("args", {})
+    return classes, spec, args
+
+
+def check_model_shape(model, path: Path, classes: tuple[str, ...], spec: PreprocessSpec) -> None:
+    shape = tuple(model.input_shape)
+    if shape[1:] != (spec.size, spec.size, 1):
+        raise FerEdgeError(f"{path}: model input is {shape[1:]}, expected ({spec.size}, {spec.size}, 1)")
+    if model.output_shape[-1] != len(classes):
+        raise FerEdgeError(f"{path}: model has {model.output_shape[-1]} outputs but {len(classes)} classes "
+                           f"({', '.join(classes)})")
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--int8", "modes", flag_value="int8", multiple=True,
+              help="Full-integer, int8 in/out, calibrated (the default).")
+@click.option("--float16", "modes", flag_value="float16", multiple=True, help="float16 weights.")
+@click.option("--dynamic-range", "modes", flag_value="dynamic", multiple=True, help="int8 weights, float activations.")
+@click.option("--float32", "modes", flag_value="float32", multiple=True, help="Plain float32 export.")
+@click.option("--all", "all_modes", is_flag=True, help="All four, for comparison.")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Dataset for calibration and the check (default: the one the model was trained on).")
+@click.option("--labels", type=click.Choice(["fer2013", "ferplus", "ferplus-soft"]),
+              help="Label set of --data (default: the training run's).")
+@click.option("--calib-samples", type=click.IntRange(1), default=300, show_default=True,
+              help="Representative faces from the train split, stratified by class.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--split", default="val", show_default=True, help="Split for the accuracy check (val = PublicTest).")
+@click.option("--max-drop", type=float, default=1.0, show_default=True,
+              help="Fail (exit 1) when TFLite top-1 is more than this many points below Keras.")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: <model folder>/export).")
+@click.option("--bundle/--no-bundle", default=True, show_default=True,
+              help="Write a deployment bundle from the first mode (int8 when converted).")
+@click.option("--archive", is_flag=True, help="Also write the bundle as a .tar.gz.")
+@click.option("--no-detector", is_flag=True, help="Bundle without the BlazeFace detector.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="TFLite threads for the check.")
+def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_drop, out, bundle, archive,
+        no_detector, threads) -> None:
+    """Convert a trained model (a .keras file or a fer-train run folder) to TFLite.
+
+    Scores the Keras model and each TFLite model on --split through the device's
+    TFLite runtime, writes a JSON + Markdown report per mode, then the bundle.
+    Exits 1 if any mode loses more than --max-drop points of top-1.
+    """
+    from fer_edge.convert.quantize import calibration_faces
+    from fer_edge.train.data import default_data_dir, load_dataset
+
+    modes = list(dict.fromkeys(("int8", "float16", "dynamic", "float32") if all_modes else (modes or ("int8",))))
+    model_path = resolve_model(model)
+    classes, spec, args = run_facts(model_path)
+    data_path = data or (Path(args["data"]) if args.get("data") else default_data_dir())
+    labels = labels or args.get("labels", "fer2013")
+    if not data_path.exists():
+        raise FerEdgeError(f"{data_path}: dataset not found")
+    if bundle and not no_detector:
+        from fer_edge.convert.build import find_blazeface
+
+        find_blazeface()  # fail early, before minutes of conversion
+    click.echo(f"loading {data_path} ({labels} labels)...")
+    dataset = load_dataset(data_path, labels=labels, ferplus=args.get("ferplus"),
+                           eight_classes=bool(args.get("eight_classes")))
+    classes = classes or dataset.classes
+    if tuple(dataset.classes) != tuple(classes):
+        raise FerEdgeError(f"{data_path}: data classes {list(dataset.classes)} differ from the model's {list(classes)}")
+    check_split = dataset.split(split)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras  # noqa: F401  (after the cheap checks: TensorFlow takes seconds to import)
+
+    from fer_edge.convert.build import build_bundle
+    from fer_edge.convert.check import compare, markdown_report, tflite_probabilities
+    from fer_edge.convert.quantize import convert_model  # imports TensorFlow
+    from fer_edge.device.runtime import find_runtime
+    from fer_edge.train.report import predict_logits, versions
+
+    keras_model = load_keras_model(model_path)
+    check_model_shape(keras_model, model_path, classes, spec)
+    calibration = None
+    if "int8" in modes:
+        calibration = calibration_faces(dataset, calib_samples, seed)
+        if len(calibration) < 300:
+            click.echo(f"warning: only {len(calibration)} calibration faces; 300 or more give steadier ranges",
+                       err=True)
+    out_dir = out or model_path.parent / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runtime = find_runtime()
+    click.echo(f"TFLite runtime for the check: {runtime}")
+    ref_probs = predict_logits(keras_model, check_split.images, spec)
+    if not np.allclose(ref_probs.sum(1), 1.0, atol=1e-3):  # a logits model: compare probabilities
+        ref_probs = np.exp(ref_probs - ref_probs.max(1, keepdims=True))
+        ref_probs /= ref_probs.sum(1, keepdims=True)
+
+    failed, results = [], {}
+    for mode in modes:
+        click.echo(f"[{mode}] converting...")
+        tflite_bytes = convert_model(keras_model, mode, spec, calibration)
+        tflite_path = out_dir / f"emotion_{mode}.tflite"
+        write_atomic(tflite_path, tflite_bytes)
+        probs = tflite_probabilities(tflite_path, check_split.images, spec, threads, runtime, desc=f"[{mode}] check")
+        check = compare(check_split.labels, ref_probs, probs, classes)
+        report = {
+            "mode": mode, "source_model": str(model_path), "split": split, "runtime": str(runtime),
+            "max_drop_pp": max_drop, "passed": check["drop_pp"] <= max_drop,
+            "calibration": {"samples": int(len(calibration)), "seed": seed, "split": "train"} if mode == "int8" else None,
+            "sizes": {tflite_path.name: len(tflite_bytes)},
+            "check": check, "versions": versions(),
+        }
+        md = markdown_report(report)
+        write_atomic(out_dir / f"report_{mode}.json", json.dumps(report, indent=2) + "\n")
+        write_atomic(out_dir / f"report_{mode}.md", md)
+        results[mode] = (tflite_path, report, md)
+        click.echo(f"[{mode}] {len(tflite_bytes) / 1024:.0f} KiB; top-1 Keras {check['reference_top1']:.2%} -> "
+                   f"TFLite {check['converted_top1']:.2%} (drop {check['drop_pp']:.2f} pp, agreement "
+                   f"{check['agreement']:.2%}) {'PASS' if report['passed'] else 'FAIL'}")
+        if not report["passed"]:
+            failed.append(mode)
+
+    if bundle:
+        mode = modes[0]
+        if mode in failed:
+            click.echo(f"not writing a bundle: the {mode} model failed the accuracy gate", err=True)
+        else:
+            tflite_path, report, md = results[mode]
+            folder = build_bundle(out_dir / "bundle", tflite_path, mode, classes, spec, report, md, versions(),
+                                  {"params": int(keras_model.count_params())}, archive=archive,
+                                  with_detector=not no_detector)
+            click.echo(f"bundle: {folder}" + (f" (+ {folder.name}.tar.gz)" if archive else ""))
+    if failed:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    run_cli(cli)

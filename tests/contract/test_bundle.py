@@ -1,0 +1,99 @@
+"""Bundle round trip and every tampering case refused with a one-line error naming the file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+
+import pytest
+
+from fer_edge.bundle import (
+    BUNDLE_VERSION, MANIFEST, default_bundle_path, load_bundle, write_bundle,
+)
+from fer_edge.errors import FerEdgeError
+from fer_edge.labels import FER2013_CLASSES
+from fer_edge.preprocess import PreprocessSpec
+
+SHIPPED = default_bundle_path()
+
+
+@pytest.fixture()
+def bundle_dir(tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"\x00TFL3 fake model bytes")
+    detector = tmp_path / "d.tflite"
+    detector.write_bytes(b"detector")
+    spec = PreprocessSpec(crop_margin=0.3)
+    return write_bundle(tmp_path / "bundle", model, ("a", "b", "c"), spec, {"mode": "int8"}, detector=detector,
+                        detector_info={"license": "Apache-2.0"}, extra_files={"LICENSE-detector.txt": "text"})
+
+
+def test_round_trip(bundle_dir):
+    b = load_bundle(bundle_dir)
+    assert b.classes == ("a", "b", "c")
+    assert b.spec.crop_margin == 0.3
+    assert b.model_path.read_bytes().startswith(b"\x00TFL3")
+    assert b.detector_path.read_bytes() == b"detector"
+    files = b.manifest["files"]
+    assert set(files) == {"emotion.tflite", "labels.txt", "preprocess.json", "detector.tflite", "LICENSE-detector.txt"}
+    assert len(b.checksum) == 64
+
+
+def test_archive_round_trip(tmp_path, bundle_dir):
+    model = bundle_dir / "emotion.tflite"
+    tar = write_bundle(tmp_path / "b2", model, ("x", "y"), PreprocessSpec(), {"mode": "float32"}, archive=True)
+    assert tar.name == "b2.tar.gz"
+    assert load_bundle(tar).classes == ("x", "y")
+
+
+def test_missing_file_refused(bundle_dir):
+    (bundle_dir / "detector.tflite").unlink()
+    with pytest.raises(FerEdgeError, match=r"detector.tflite: missing from the bundle"):
+        load_bundle(bundle_dir)
+
+
+def test_checksum_mismatch_refused(bundle_dir):
+    with open(bundle_dir / "emotion.tflite", "ab") as fh:
+        fh.write(b"!")
+    with pytest.raises(FerEdgeError, match=r"emotion.tflite: checksum mismatch"):
+        load_bundle(bundle_dir)
+
+
+def test_unknown_version_refused(bundle_dir):
+    manifest = json.loads((bundle_dir / MANIFEST).read_text())
+    manifest["version"] = BUNDLE_VERSION + 1
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(FerEdgeError, match=r"manifest.json: unknown bundle version 2"):
+        load_bundle(bundle_dir)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(FerEdgeError, match="bundle not found"):
+        load_bundle(tmp_path / "nowhere")
+    with pytest.raises(FerEdgeError, match="manifest.json: missing"):
+        load_bundle(tmp_path)
+    (tmp_path / MANIFEST).write_text("{not json")
+    with pytest.raises(FerEdgeError, match="not valid JSON"):
+        load_bundle(tmp_path)
+
+
+def test_unsafe_archive_refused(tmp_path, bundle_dir):
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(bundle_dir / MANIFEST, arcname="../manifest.json")
+    with pytest.raises(FerEdgeError, match="unsafe archive member"):
+        load_bundle(evil)
+
+
+def test_shipped_bundle_verifies_and_is_small(tmp_path):
+    b = load_bundle()
+    assert b.classes == FER2013_CLASSES
+    assert b.model_path.stat().st_size <= 1_000_000
+    assert b.manifest["model"]["input"]["dtype"] == "int8"
+    assert b.manifest["detector"]["license"] == "Apache-2.0"
+    assert (b.root / "LICENSE-detector.txt").exists()
+    copy = shutil.copytree(SHIPPED, tmp_path / "copy")
+    (copy / "labels.txt").write_text("a\nb\n")
+    with pytest.raises(FerEdgeError, match="labels.txt: checksum mismatch"):
+        load_bundle(copy)

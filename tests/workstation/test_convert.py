@@ -1,0 +1,135 @@
+"""fer-convert on a small generated model: every mode, the gate both ways, the bundle, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fer_edge.bundle import load_bundle
+from fer_edge.labels import FER2013_CLASSES
+from fer_edge.preprocess import DEFAULT_SPEC, normalize
+from helpers import fer_rows, have_tensorflow, run_main, write_fer_csv
+
+pytestmark = pytest.mark.skipif(not have_tensorflow(), reason="needs TensorFlow (pip install .[train])")
+
+
+def _tiny_model(num_classes: int, size: int = 48):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((size, size, 1))
+    x = layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    x = layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = layers.Flatten()(x)  # keeps position: the generated classes differ by where the square is
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny CNN fitted on learnable generated faces, saved like a fer-train run."""
+    import keras
+
+    from fer_edge.train.data import load_fer2013
+
+    keras.utils.set_random_seed(0)
+    tmp = tmp_path_factory.mktemp("convert")
+    data_path = write_fer_csv(tmp / "fer2013.csv", fer_rows(per_split=35))
+    data = load_fer2013(data_path)
+    model = _tiny_model(7)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    train = data.split("train")
+    model.fit(normalize(train.images), train.labels, epochs=60, batch_size=35, verbose=0)
+    run = tmp / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "classes.json").write_text(json.dumps(list(FER2013_CLASSES)))
+    (run / "preprocess.json").write_text(json.dumps(DEFAULT_SPEC.to_dict()))
+    return run, data_path
+
+
+def _convert(args, monkeypatch):
+    from fer_edge.convert.cli import main
+
+    return run_main(main, args, monkeypatch)
+
+
+@pytest.mark.parametrize("flag, mode", [("--int8", "int8"), ("--float16", "float16"),
+                                        ("--dynamic-range", "dynamic"), ("--float32", "float32")])
+def test_each_mode_converts_and_passes_gate(model_dir, tmp_path, monkeypatch, flag, mode):
+    run, data = model_dir
+    out = tmp_path / "out"
+    code = _convert([str(run), flag, "--data", str(data), "--calib-samples", "35", "--out", str(out),
+                     "--max-drop", "5"], monkeypatch)
+    assert code == 0
+    report = json.loads((out / f"report_{mode}.json").read_text())
+    assert report["passed"] and report["check"]["samples"] == 35
+    assert report["check"]["reference_top1"] > 0.5  # the tiny model really learned the patterns
+    assert set(report["check"]["per_class"]) == set(FER2013_CLASSES)
+    assert 0.0 <= report["check"]["agreement"] <= 1.0
+    assert (out / f"report_{mode}.md").read_text().startswith("# fer-convert accuracy report")
+    bundle = load_bundle(out / "bundle")
+    assert bundle.manifest["model"]["mode"] == mode
+    assert bundle.manifest["model"]["input"]["dtype"] == ("int8" if mode == "int8" else "float32")
+    if mode == "int8":
+        assert report["calibration"] == {"samples": 35, "seed": 0, "split": "train"}
+        assert bundle.manifest["model"]["output"]["dtype"] == "int8"
+        assert bundle.detector_path.stat().st_size > 100_000
+        assert "Apache" in (bundle.root / "LICENSE-detector.txt").read_text()
+
+
+def test_gate_failure_exits_non_zero_after_report(model_dir, tmp_path, monkeypatch, capsys):
+    run, data = model_dir
+    out = tmp_path / "out"
+    code = _convert([str(run), "--data", str(data), "--calib-samples", "20", "--out", str(out),
+                     "--max-drop", "-101", "--no-detector"], monkeypatch)
+    assert code == 1
+    assert not json.loads((out / "report_int8.json").read_text())["passed"]
+    assert not (out / "bundle").exists()
+    assert "failed the accuracy gate" in capsys.readouterr().err
+
+
+def test_int8_model_matches_keras_through_the_device_runtime(model_dir, tmp_path, monkeypatch):
+    run, data = model_dir
+    out = tmp_path / "out"
+    assert _convert([str(run), "--data", str(data), "--calib-samples", "35", "--out", str(out), "--no-bundle",
+                     "--split", "test"], monkeypatch) == 0
+    report = json.loads((out / "report_int8.json").read_text())
+    assert report["split"] == "test" and report["check"]["agreement"] >= 0.9
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "model not found"),
+    ("not_keras", "not a Keras model file"),
+    ("corrupt", "not a loadable Keras model"),
+    ("wrong_input", "model input is (32, 32, 1), expected (48, 48, 1)"),
+    ("wrong_output", "model has 3 outputs but 7 classes"),
+    ("no_data", "dataset not found"),
+    ("empty_calibration", "no samples in split 'train'"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(model_dir, tmp_path, monkeypatch, capsys, case, message):
+    run, data = model_dir
+    model = run / "model.keras"
+    if case == "missing":
+        model = tmp_path / "absent.keras"
+    elif case == "not_keras":
+        model = tmp_path / "model.h5"
+        model.write_bytes(b"x")
+    elif case == "corrupt":
+        model = tmp_path / "model.keras"
+        model.write_bytes(b"not a zip")
+    elif case in ("wrong_input", "wrong_output"):
+        model = tmp_path / "model.keras"
+        _tiny_model(3 if case == "wrong_output" else 7, 32 if case == "wrong_input" else 48).save(model)
+        (tmp_path / "classes.json").write_text(json.dumps(list(FER2013_CLASSES)))
+    elif case == "no_data":
+        data = tmp_path / "nowhere"
+    elif case == "empty_calibration":
+        data = write_fer_csv(tmp_path / "fer2013.csv", [r for r in fer_rows(per_split=7) if r[2] != "Training"])
+    out = tmp_path / "out"
+    code = _convert([str(model), "--data", str(data), "--out", str(out), "--no-detector"], monkeypatch)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not out.exists() or not any(out.iterdir())

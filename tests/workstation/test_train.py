@@ -1,0 +1,101 @@
+"""fer-train end to end on generated data: every output of the run folder, resume, evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from helpers import fer_rows, have_tensorflow, run_main, write_fer_csv
+
+pytestmark = pytest.mark.skipif(not have_tensorflow(), reason="needs TensorFlow (pip install .[train])")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One two-epoch run on a generated FER2013 CSV, shared by the tests below."""
+    from fer_edge.train.cli import main
+
+    tmp = tmp_path_factory.mktemp("train")
+    data = write_fer_csv(tmp / "fer2013.csv.gz", fer_rows(per_split=21))
+    mp = pytest.MonkeyPatch()
+    code = run_main(main, ["--data", str(data), "--out", str(tmp / "runs"), "--name", "smoke", "--epochs", "2",
+                           "--batch-size", "8", "--seed", "3", "--threads", "2"], mp)
+    mp.undo()
+    assert code == 0
+    return tmp / "runs" / "smoke", data
+
+
+def test_run_folder_has_every_output(trained_run):
+    run, _ = trained_run
+    for name in ("config.json", "best.keras", "last.keras", "model.keras", "saved_model/saved_model.pb",
+                 "history.csv", "curves.png", "confusion_test.png", "confusion_val.png", "metrics.json",
+                 "classes.json", "preprocess.json", "state.json"):
+        assert (run / name).exists(), name
+    assert not list(run.glob(".*tmp*")), "temporary files left behind"
+    with open(run / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
+
+
+def test_metrics_json_is_complete(trained_run):
+    run, data = trained_run
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["split"] == "test" and m["samples"] == 21
+    assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["macro_f1"] <= 1.0
+    assert set(m["per_class"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+    assert {"precision", "recall", "f1", "support"} <= set(m["per_class"]["happy"])
+    assert len(m["confusion_matrix"]) == 7 and sum(map(sum, m["confusion_matrix"])) == 21
+    assert 0 < m["macs"] <= 50_000_000 and m["params"] > 0
+    assert m["command"].startswith("fer-train") and "--epochs 2" in m["command"]
+    assert m["versions"]["tensorflow"] and m["versions"]["numpy"]
+    from fer_edge.train.data import sha256_file
+
+    assert m["data"]["sha256"] == sha256_file(data)
+
+
+def test_resume_continues_from_last_checkpoint(trained_run, monkeypatch, capsys):
+    from fer_edge.train.cli import main
+
+    run, _ = trained_run
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["epochs"] = 3
+    (run / "config.json").write_text(json.dumps(config))
+    assert run_main(main, ["--resume", str(run)], monkeypatch) == 0
+    assert "resuming from epoch 2" in capsys.readouterr().out
+    with open(run / "history.csv") as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1, 2]
+
+
+def test_evaluate_subcommand(trained_run, monkeypatch, capsys, tmp_path):
+    from fer_edge.train.cli import main
+
+    run, data = trained_run
+    out = tmp_path / "eval.json"
+    code = run_main(main, ["evaluate", str(run / "model.keras"), "--data", str(data), "--split", "PublicTest",
+                           "--json-out", str(out)], monkeypatch)
+    assert code == 0
+    assert "PublicTest: top-1" in capsys.readouterr().out
+    assert json.loads(out.read_text())["samples"] == 21
+
+
+def test_evaluate_bad_model_is_one_line(tmp_path, monkeypatch, capsys):
+    from fer_edge.train.cli import main
+
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(b"not a zip")
+    data = write_fer_csv(tmp_path / "fer2013.csv")
+    assert run_main(main, ["evaluate", str(bad), "--data", str(data)], monkeypatch) == 2
+    assert capsys.readouterr().err.strip() == f"error: {bad}: not a loadable Keras model (ValueError)"
+
+
+def test_default_model_fits_budget():
+    from fer_edge.train.model import MAC_BUDGET, count_macs, make_model
+
+    model = make_model(7)
+    assert count_macs(model) <= MAC_BUDGET
+    allowed = {"InputLayer", "Conv2D", "BatchNormalization", "ReLU", "MaxPooling2D", "GlobalAveragePooling2D",
+               "Dropout", "Dense"}
+    assert {type(layer).__name__ for layer in model.layers} <= allowed
