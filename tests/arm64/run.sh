@@ -87,7 +87,7 @@ APT_OPTS=(-o APT::Architecture=arm64 -o APT::Architectures=arm64
           -o Dir::Etc::SourceList="$APTDIR/sources.list" -o Dir::Etc::SourceParts="$APTDIR/sources.list.d"
           -o Dir::Etc::Preferences="$APTDIR/preferences" -o Dir::Etc::PreferencesParts="$APTDIR/preferences.d"
           -o Dir::State="$APTDIR/state" -o Dir::State::Lists="$APTDIR/lists" -o Dir::State::status="$APTDIR/status"
-          -o Dir::Cache="$APTDIR/cache" -o Debug::NoLocking=1 -o Acquire::Languages=none)
+          -o Dir::Cache="$APTDIR/cache" -o Debug::NoLocking=1 -o Acquire::Languages=none -o Acquire::Retries=3)
 [ "$(id -u)" -ne 0 ] || APT_OPTS+=(-o APT::Sandbox::User=root)
 
 host_sources() {
@@ -113,7 +113,16 @@ build_root() {
     else host_sources >"$APTDIR/sources.list"; fi
     grep -q '^deb ' "$APTDIR/sources.list" || die "found no Debian mirror in the host's apt sources; set FER_EDGE_ARM64_SOURCES"
     sed 's/^/    /' "$APTDIR/sources.list"
-    quiet apt-update apt-get "${APT_OPTS[@]}" update
+    # A mirror caught mid-sync fails one index ("File has unexpected size"): retry, then go on with
+    # what was fetched (the resolver below fails loudly if python3.11 is not among it).
+    local try
+    for try in 1 2 3; do
+        apt-get "${APT_OPTS[@]}" update >"$CACHE/logs/apt-update.log" 2>&1 && break
+        if [ "$try" = 3 ]; then
+            grep -E '^(E|W):' "$CACHE/logs/apt-update.log" >&2 || true
+            log "WARNING: apt-get update failed 3 times; continuing with the indexes it got"
+        else sleep 5; fi
+    done
     # Resolve the closure with apt's own solver against an empty status file (nothing installed).
     quiet apt-resolve apt-get "${APT_OPTS[@]}" -s install --no-install-recommends "${ROOT_PACKAGES[@]}"
     mapfile -t PKGS < <(awk '/^Inst /{ v = $3; sub(/^\(/, "", v); print $2 "=" v }' "$CACHE/logs/apt-resolve.log" |
