@@ -139,8 +139,9 @@ class BenchConfig:
         return self.source == "synthetic"
 
 
-def make_variants(models: Sequence[ModelChoice], detectors: Sequence[str], resolutions: Sequence[Optional[tuple[int, int]]],
-                  faces: Sequence[Optional[int]], threads: Sequence[int]) -> list[Variant]:
+def make_variants(models: Sequence[ModelChoice], detectors: Sequence[str],
+                  resolutions: Sequence[Optional[tuple[int, int]]], faces: Sequence[Optional[int]],
+                  threads: Sequence[int]) -> list[Variant]:
     """The full sweep, models outermost and threads innermost (so a threads sweep reads as consecutive rows)."""
     for d in detectors:
         if d not in DETECTORS:
@@ -148,7 +149,8 @@ def make_variants(models: Sequence[ModelChoice], detectors: Sequence[str], resol
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise FerEdgeError(f"two --model values share a name ({', '.join(names)}): name them NAME=PATH")
-    return [Variant(m, d, r, f, t) for m, d, r, f, t in itertools.product(models, detectors, resolutions, faces, threads)]
+    axes = itertools.product(models, detectors, resolutions, faces, threads)
+    return [Variant(m, d, r, f, t) for m, d, r, f, t in axes]
 
 
 # --------------------------------------------------------------------------- sources and sinks
@@ -215,7 +217,8 @@ def build_pipeline(bundle: Bundle, variant: Variant, config: BenchConfig, runtim
     if model.bundle is None:
         classifier = EmotionClassifier(model.path, source_bundle.classes, threads=variant.threads, runtime=runtime,
                                        max_faces=config.options.max_faces)
-        pipeline.preprocessor = FacePreprocessor(source_bundle.spec, classifier.input, max_faces=config.options.max_faces)
+        pipeline.preprocessor = FacePreprocessor(source_bundle.spec, classifier.input,
+                                                 max_faces=config.options.max_faces)
         pipeline.classifier = classifier
     return pipeline
 
@@ -308,9 +311,11 @@ def machine_facts(runtime: Runtime) -> dict[str, Any]:
     cpu = cpu_facts()
     return {
         "cpu_model": cpu["model"], "machine": cpu["machine"], "cores": cpu["cores"], "usable_cores": usable_cores(),
-        "os": platform.platform(), "python": sys.version.split()[0], "python_implementation": platform.python_implementation(),
+        "os": platform.platform(), "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
         "runtime": {"name": runtime.name, "version": runtime.version},
-        "opencv": cv2.__version__, "numpy": np.__version__, "fer_edge": __version__,
+        "opencv": cv2.__version__, "opencv_threads": cv2.getNumThreads(), "numpy": np.__version__,
+        "fer_edge": __version__,
     }
 
 
@@ -355,8 +360,8 @@ def run_benchmark(
         "command": list(argv) if argv is not None else None,
         "machine": machine_facts(runtime),
         "load_average": {"start": load_average()},
-        "bundle": {"path": display_path(bundle.root), "sha256": bundle.checksum, "model_mode": bundle.manifest["model"].get("mode"),
-                   "accuracy": bundle.manifest.get("accuracy")},
+        "bundle": {"path": display_path(bundle.root), "sha256": bundle.checksum,
+                   "model_mode": bundle.manifest["model"].get("mode"), "accuracy": bundle.manifest.get("accuracy")},
         "config": {"source": config.source, "source_name": source_name, "frames": config.frames,
                    "warmup": config.warmup, "sinks": list(config.sinks),
                    "detector_options": asdict(config.options),
@@ -381,7 +386,8 @@ def run_benchmark(
                 with open_bench_source(config, variant) as source:
                     sinks = make_sinks(config, pipeline.classes, Path(scratch))
                     try:
-                        row.update(measure(pipeline, source, sinks, config.frames, config.warmup, lambda: bar.update(1)))
+                        row.update(measure(pipeline, source, sinks, config.frames, config.warmup,
+                                           lambda: bar.update(1)))
                     finally:
                         for sink in sinks:
                             sink.close(pipeline.summary())

@@ -80,7 +80,8 @@ def parse_detector_models(values: tuple[str, ...], detectors: list[str]) -> dict
 @click.option("--model", "models", multiple=True, metavar="[NAME=]PATH",
               help="Emotion model to benchmark: a .tflite file or a bundle; repeat to compare "
                    "(default: the bundle's model, named by its mode, e.g. int8).")
-@click.option("--threads", default=None, help="Comma list of interpreter thread counts (default 1,2,4 capped at the cores).")
+@click.option("--threads", default=None,
+              help="Comma list of interpreter thread counts (default 1,2,4 capped at the cores).")
 @click.option("--detector", "detectors", default="blazeface", show_default=True,
               help=f"Comma list of detectors ({', '.join(DETECTORS)}).")
 @click.option("--detector-model", "detector_models", multiple=True, metavar="[DETECTOR=]PATH",
@@ -187,6 +188,10 @@ def bench(
     failed = [r for r in report["variants"] if r["status"] != "ok"]
     for row in failed:
         _say(f"{row['key']}: {row['status']}")
+    from fer_edge.benchmarks.report import busy_note
+
+    if busy_note(report):
+        _say(f"note: {busy_note(report)}")
     if written["note"]:
         _say(written["note"])
     _say(f"report: {written['json']}, {written['markdown']}" +

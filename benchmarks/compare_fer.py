@@ -158,8 +158,8 @@ def model_level(models: list[ModelUnderTest], faces: np.ndarray, labels: np.ndar
         out[m.name] = {
             **m.facts(),
             "top1": round(float((preds[m.name] == labels).mean()), 5),
-            "per_class_top1": [round(float((preds[m.name][labels == k] == k).mean()), 4) if (labels == k).any() else None
-                               for k in range(7)],
+            "per_class_top1": [round(float((preds[m.name][labels == k] == k).mean()), 4)
+                               if (labels == k).any() else None for k in range(7)],
             "model_ms": {"p50": round(float(np.median(c)), 4), "p90": round(float(np.percentile(c, 90)), 4),
                          "mean": round(float(c.mean()), 4)},
             "preprocess_plus_model_ms": {"p50": round(float(np.median(p + c)), 4),
@@ -187,7 +187,7 @@ def crosscheck(peer: Any, peer_model: ModelUnderTest, faces: np.ndarray) -> dict
 
 
 def make_peer(threads: str) -> Any:
-    """FER() with its defaults; its TFLite interpreter pinned to 1 thread through FER's own cache unless `threads` is 'default'."""
+    """FER() with its defaults; its TFLite interpreter pinned to 1 thread via FER's own cache, unless 'default'."""
     import tensorflow as tf
     from fer.fer import FER
 
@@ -198,46 +198,48 @@ def make_peer(threads: str) -> Any:
     return FER()
 
 
-def run_ours(pipeline: Any, frames: list[np.ndarray]) -> tuple[float, float]:
-    """One pass of fer-edge's pipeline over `frames` (no sinks): (FPS, faces per frame)."""
+def run_ours(pipeline: Any, frames: list[np.ndarray]) -> tuple[float, list[int]]:
+    """One pass of fer-edge's pipeline over `frames` (no sinks): (FPS, faces found in each frame)."""
     from fer_edge.benchmarks.workload import FrameListSource
 
-    faces = 0
+    found = []
     with FrameListSource(frames, name="clip") as source:
         t0 = time.perf_counter()
         for result in pipeline.frames(source, sinks=()):
-            faces += len(result.faces)
+            found.append(len(result.faces))
         elapsed = time.perf_counter() - t0
-    return len(frames) / elapsed, faces / len(frames)
+    return len(frames) / elapsed, found
 
 
-def run_peer(peer: Any, frames: list[np.ndarray]) -> tuple[float, float]:
-    """One pass of ``peer.detect_emotions`` over `frames`: (FPS, faces per frame)."""
-    faces = 0
+def run_peer(peer: Any, frames: list[np.ndarray]) -> tuple[float, list[int]]:
+    """One pass of ``peer.detect_emotions`` over `frames`: (FPS, faces found in each frame)."""
+    found = []
     t0 = time.perf_counter()
     for image in frames:
-        faces += len(peer.detect_emotions(image))
+        found.append(len(peer.detect_emotions(image)))
     elapsed = time.perf_counter() - t0
-    return len(frames) / elapsed, faces / len(frames)
+    return len(frames) / elapsed, found
 
 
-def pipeline_level(contenders: dict[str, Callable[[list[np.ndarray]], tuple[float, float]]], frames: list[np.ndarray],
-                   repeats: int, warmup: int) -> dict[str, Any]:
+def pipeline_level(contenders: dict[str, Callable[[list[np.ndarray]], tuple[float, list[int]]]],
+                   frames: list[np.ndarray], repeats: int, warmup: int) -> dict[str, Any]:
     from tqdm import tqdm
 
     fps: dict[str, list[float]] = {name: [] for name in contenders}
-    faces: dict[str, float] = {}
-    for name, run in contenders.items():
+    faces: dict[str, list[int]] = {}
+    for run in contenders.values():
         run(frames[:warmup])
     with tqdm(total=repeats * len(contenders), desc="pipeline level", unit="pass", file=sys.stderr, leave=False) as bar:
         for _ in range(repeats):
             for name, run in contenders.items():  # take turns, whole clip each
-                rate, per_frame = run(frames)
+                rate, found = run(frames)
                 fps[name].append(rate)
-                faces[name] = per_frame
+                faces[name] = found
                 bar.update(1)
     return {name: {"fps": round(float(np.median(v)), 3), "fps_passes": [round(x, 3) for x in v],
-                   "faces_per_frame": round(faces[name], 3)} for name, v in fps.items()}
+                   "faces_per_frame": round(float(np.mean(faces[name])), 3),
+                   "frames_with_a_face": round(float(np.mean(np.asarray(faces[name]) > 0)), 3)}
+            for name, v in fps.items()}
 
 
 # --------------------------------------------------------------------------- report
@@ -269,14 +271,20 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{report['runtime']}, 1 thread, {report['settings']['model_passes']} pass(es) each, taking turns; "
         "fer's faces resized to 64x64 and scaled to [-1, 1] as FER.detect_emotions does",
     ]
+    from fer_edge.benchmarks.report import busy_note
+
+    busy = busy_note({"machine": report.get("machine") or {"cores": 1}, "load_average": report.get("load_average")})
+    if busy:
+        lines.append(f"- **note**: {busy}")
     check = report.get("model_level_crosscheck")
     if check:
         lines.append(f"- cross-check: fer's model through LiteRT vs through fer's own `_classify_emotions` (tf.lite) "
                      f"on {check['faces']} faces: top-1 agreement {check['top1_agreement']:.2%}, "
                      f"max |Δp| {check['max_abs_prob_diff']:.2g}")
     if p is not None:
-        lines.append(f"- pipeline level: {report['video']['name']} ({report['video']['size'][0]}x{report['video']['size'][1]}, "
-                     f"{report['video']['frames']} frames), median of {report['settings']['repeats']} passes each, "
+        video = report["video"]
+        lines.append(f"- pipeline level: {video['name']} ({video['size'][0]}x{video['size'][1]}, "
+                     f"{video['frames']} frames), median of {report['settings']['repeats']} passes each, "
                      f"taking turns; peer TFLite threads: {report['settings']['peer_threads']}; OpenCV threads: "
                      f"{report['settings']['cv_threads']}")
     lines += [
@@ -290,17 +298,22 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"| per-face latency, preprocess + model (p50) | {ours['preprocess_plus_model_ms']['p50']:.3f} ms | "
         f"{peer['preprocess_plus_model_ms']['p50']:.3f} ms | "
         f"{ours['preprocess_plus_model_ms']['p50'] / peer['preprocess_plus_model_ms']['p50']:.2f}x | |",
-        f"| model input | {ours['input']['dtype']} {ours['input']['shape']} | {peer['input']['dtype']} {peer['input']['shape']} | | |",
+        f"| model input | {ours['input']['dtype']} {ours['input']['shape']} | "
+        f"{peer['input']['dtype']} {peer['input']['shape']} | | |",
         f"| model file | {ours['bytes'] / 1024:.0f} KB | {peer['bytes'] / 1024:.0f} KB | | |",
     ]
     if p is not None:
         lines.append(f"| pipeline FPS (one face, {report['video']['size'][0]}x{report['video']['size'][1]}) | "
                      f"{p['fer-edge']['fps']:.1f} | {p['fer']['fps']:.1f} | {v['fps_ratio']:.2f}x | ≥ 3x: "
                      f"{ok(v['fps_goal_met'])} |")
-        lines += ["", "Pipeline detail (faces per frame shows both saw the face):", "",
-                  "| pipeline | FPS (median) | passes | faces/frame |", "|---|---|---|---|"]
+        lines += ["", "Pipeline detail (the same decoded frames for each; detectors differ in what they find):", "",
+                  "| pipeline | detector | FPS (median) | passes | frames with a face | faces/frame |",
+                  "|---|---|---|---|---|---|"]
+        detectors = {"fer-edge": "BlazeFace (bundle)", "fer": "Haar (fer defaults)",
+                     "fer-edge (haar)": "Haar (OpenCV's)"}
         for name, row in p.items():
-            lines.append(f"| {name} | {row['fps']:.1f} | {', '.join(f'{x:.1f}' for x in row['fps_passes'])} | "
+            lines.append(f"| {name} | {detectors.get(name, '')} | {row['fps']:.1f} | "
+                         f"{', '.join(f'{x:.1f}' for x in row['fps_passes'])} | {row['frames_with_a_face']:.0%} | "
                          f"{row['faces_per_frame']:.2f} |")
     else:
         lines += ["", f"Pipeline level not run: {report.get('pipeline_error')}"]
@@ -359,7 +372,8 @@ def plot(report: dict[str, Any], path: Path) -> Optional[Path]:
               help="Frames of the demo clip to write, or the most frames read from --video.")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Passes over the clip per pipeline, taking turns; the median FPS is reported.")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Warm-up frames per pipeline.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Warm-up frames per pipeline.")
 @click.option("--peer-threads", type=click.Choice(["1", "default"]), default="1", show_default=True,
               help="1: pin fer's TFLite interpreter to one thread (through its interpreter cache); default: leave it.")
 @click.option("--cv-threads", type=click.IntRange(min=0), default=1, show_default=True,
@@ -385,7 +399,7 @@ def cli(data: Optional[Path], split: str, limit: Optional[int], model_passes: in
         import fer.fer  # noqa: F401  (TensorFlow and pkg_resources load here, as for any fer user)
     except ImportError as exc:
         raise click.ClickException(f"the `fer` package does not import ({exc}): run this with the venv that "
-                                   "benchmarks/peer_env.sh builds (bash benchmarks/compare_fer.sh does)")
+                                   "benchmarks/peer_env.sh builds (bash benchmarks/compare_fer.sh does)") from None
     runtime = find_runtime("litert")
     verified = load_bundle(bundle)
     load_start = load_average()
@@ -409,12 +423,15 @@ def cli(data: Optional[Path], split: str, limit: Optional[int], model_passes: in
                       "checksum": dataset.checksum}
     if tuple(verified.classes) != tuple(dataset.classes):
         raise click.ClickException(f"the bundle's classes {verified.classes} are not FER2013's {dataset.classes}")
-    ours_model = ModelUnderTest("fer-edge", verified.model_path, lambda info: ours_prepare(verified.spec, info), runtime)
+    ours_model = ModelUnderTest("fer-edge", verified.model_path, lambda info: ours_prepare(verified.spec, info),
+                                runtime)
     peer_model = ModelUnderTest("fer", peer_model_path(), lambda info: peer_prepare, runtime)
-    if tuple(peer_model.model.input.shape) != (1, PEER_SIZE, PEER_SIZE, 1) or peer_model.model.input.dtype != np.float32:
+    peer_input = peer_model.model.input
+    if tuple(peer_input.shape) != (1, PEER_SIZE, PEER_SIZE, 1) or peer_input.dtype != np.float32:
         raise click.ClickException(f"fer's model input is {peer_model.facts()['input']}, not float32 [1, 64, 64, 1]")
-    click.echo(f"compare_fer: model level on {len(labels)} faces ({split}), LiteRT {runtime.version}, 1 thread", err=True)
-    report["model_level"] = model_level([ours_model, peer_model], faces, labels, model_passes, warmup=min(50, len(faces)))
+    click.echo(f"compare_fer: model level on {len(labels)} faces ({split}), {runtime}, 1 thread", err=True)
+    report["model_level"] = model_level([ours_model, peer_model], faces, labels, model_passes,
+                                        warmup=min(50, len(faces)))
 
     # The peer as its users run it; if it cannot even be constructed, that is the finding.
     report["pipeline_level"] = None

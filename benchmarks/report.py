@@ -138,6 +138,16 @@ def machine_line(report: dict[str, Any]) -> str:
             + (f"; load average {load[0]:.2f} at start" if load else ""))
 
 
+def busy_note(report: dict[str, Any]) -> Optional[str]:
+    """A warning when the 1-minute load average at the start was over half the cores: other work skews timings."""
+    load = (report.get("load_average") or {}).get("start")
+    cores = report["machine"].get("usable_cores") or report["machine"]["cores"] or 1
+    if load and load[0] > 0.5 * cores:
+        return (f"the machine was busy (load average {load[0]:.1f} on {cores} cores at the start): "
+                "timings are noisy; rerun on an idle machine for numbers to quote")
+    return None
+
+
 def summary_table(report: dict[str, Any]) -> list[str]:
     """One row per variant: status, model size, accuracy, FPS and per-stage medians."""
     models = report.get("models", {})
@@ -213,9 +223,10 @@ def models_table(report: dict[str, Any]) -> list[str]:
                         f"{acc['top1']:.2%}" if acc.get("top1") is not None else "–",
                         _ms(r["classify_per_face"]["p50"]), _ms(r["classify_per_face"]["p90"]),
                         _ms(r["stages"]["total"]["p50"]), f"{r['fps']:.1f}",
-                        _x(ratio(base["classify_per_face"]["p50"], r["classify_per_face"]["p50"]))])
+                        _x(ratio(r["classify_per_face"]["p50"], base["classify_per_face"]["p50"]))])
+    first = rows[0]["model"]
     return _table(["setting", "model", "input", "KB", "top-1", "classify/face p50 ms", "p90", "total p50 ms", "FPS",
-                   f"classify speed vs {group[0]['model']}"], out)
+                   f"classify time vs {first}"], out)
 
 
 def stages_table(report: dict[str, Any]) -> list[str]:
@@ -238,7 +249,9 @@ def to_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
              f"- bundle: `{bundle['path']}` (sha256 `{bundle['sha256'][:16]}…`, model {bundle.get('model_mode')})",
              f"- input: {cfg.get('source_name') or cfg['source']}; {cfg['frames']} timed frames per variant "
              f"after {cfg['warmup']} warm-up frames; sinks: {', '.join(cfg['sinks']) or 'none'}",
-             f"- created: {report['created']}" + (f"; command: `{' '.join(report['command'])}`" if report.get("command") else ""),
+             f"- created: {report['created']}"
+             + (f"; command: `{' '.join(report['command'])}`" if report.get("command") else ""),
+             *([f"- **note**: {busy_note(report)}"] if busy_note(report) else []),
              "", "Times are milliseconds per frame (classify/face: per face); FPS is end-to-end over the timed frames.",
              "", "## Summary", "", *summary_table(report)]
     threads = threads_table(report)
@@ -276,7 +289,8 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", nam
             raise FerEdgeError("the two reports have no variant in common (compare runs of the same sweep)")
         pairs = [(f"{x['key']} vs {y['key']}", x, y) for x, y in zip(la, lb)]
         note = "No variant keys in common: rows are paired by position."
-    stages = [s for s in TABLE_STAGES if any(x["stages"][s]["p50"] > 0 or y["stages"][s]["p50"] > 0 for _, x, y in pairs)]
+    stages = [s for s in TABLE_STAGES
+              if any(x["stages"][s]["p50"] > 0 or y["stages"][s]["p50"] > 0 for _, x, y in pairs)]
     rows = []
     for key, x, y in pairs:
         rows.append([f"`{key}`", f"{x['fps']:.1f}", f"{y['fps']:.1f}", f"**{_x(ratio(y['fps'], x['fps']))}**",
@@ -303,6 +317,18 @@ def _pyplot() -> Any:
     return plt
 
 
+def short_labels(rows: Sequence[dict[str, Any]]) -> tuple[list[str], str]:
+    """Labels naming only the axes that differ between `rows`, and the axes they share as one line."""
+    parts = {"model": lambda r: r["model"], "detector": lambda r: r["detector"], "resolution": _res,
+             "faces": lambda r: f"{r['faces_placed']} face(s)" if r.get("faces_placed") else "source faces",
+             "threads": lambda r: f"{r['threads']} thread(s)"}
+    varying = [f for f in parts.values() if len({f(r) for r in rows}) > 1]
+    common = ", ".join(f(rows[0]) for f in parts.values() if f not in varying)
+    if not varying:
+        return [r["key"] for r in rows], common
+    return ["/".join(f(r) for f in varying).replace(" thread(s)", "t").replace(" face(s)", "f") for r in rows], common
+
+
 def plot_latency(report: dict[str, Any], path: Path) -> Optional[Path]:
     """Box plots (whiskers at p1 and p99) of each stage's per-frame latency, one box per variant."""
     rows = _ok(report)
@@ -312,21 +338,21 @@ def plot_latency(report: dict[str, Any], path: Path) -> Optional[Path]:
     plt = _pyplot()
     cols = min(4, len(stages))
     nrows = math.ceil(len(stages) / cols)
-    width = max(12, 0.5 * len(rows) * cols)
+    width = max(12, 0.45 * len(rows) * cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(width, 3.2 * nrows + 1.2), squeeze=False)
-    labels = [r["key"] for r in rows]
+    labels, common = short_labels(rows)
     for ax, stage in zip(axes.flat, stages):
         ax.boxplot([r["samples_ms"][stage] for r in rows], whis=(1, 99), showfliers=False, widths=0.6)
         ax.set_title(stage)
         ax.set_ylabel("ms")
-        ax.set_xticks(range(1, len(rows) + 1), labels if len(rows) > 1 else [""], rotation=60, ha="right",
-                      fontsize=7)
+        slanted = max(map(len, labels)) > 8
+        ax.set_xticks(range(1, len(rows) + 1), labels if len(rows) > 1 else [""], rotation=45 if slanted else 0,
+                      ha="right" if slanted else "center", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(stages):]:
         ax.axis("off")
     title = f"fer-bench latency per stage (p1-p99 whiskers) - {report['machine']['cpu_model']}"
-    if len(rows) == 1:
-        title += f"\n{labels[0]}"
+    title += f"\n{common}"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -69,7 +69,7 @@ def load_face_image(path: Path | str) -> np.ndarray:
 
 
 def grid(faces: int, size: tuple[int, int]) -> tuple[int, int, int]:
-    """(columns, rows, cell side in pixels) that fit `faces` square cells into a `size` frame, cells as big as possible."""
+    """(columns, rows, cell side in pixels) fitting `faces` square cells into a `size` frame, cells as big as can be."""
     if faces < 1:
         raise FerEdgeError(f"faces per frame must be at least 1, got {faces}")
     width, height = size

@@ -58,8 +58,11 @@ def configure_tensorflow(threads: int, seed: int) -> None:
     import tensorflow as tf
 
     if threads > 0:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow already ran ops in this process (e.g. a second run in tests)
+            print("note: TensorFlow is already initialised; keeping its thread settings", flush=True)
     keras.utils.set_random_seed(seed)
 
 
