@@ -82,7 +82,9 @@ def resize_face(gray: np.ndarray, size: int = INPUT_SIZE, out: Optional[np.ndarr
             return np.ascontiguousarray(gray)
         out[...] = gray
         return out
-    interp = cv2.INTER_AREA if (h > size or w > size) else cv2.INTER_LINEAR
+    # INTER_LINEAR_EXACT, not INTER_LINEAR: OpenCV's fast bilinear path for uint8
+    # rounds differently on x86-64 and aarch64; the exact one agrees bit for bit.
+    interp = cv2.INTER_AREA if (h > size or w > size) else cv2.INTER_LINEAR_EXACT
     if out is None:
         return cv2.resize(gray, (size, size), interpolation=interp)
     cv2.resize(gray, (size, size), dst=out, interpolation=interp)
