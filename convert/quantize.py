@@ -14,6 +14,7 @@ import io
 from typing import Iterator
 
 import numpy as np
+from tqdm import tqdm
 
 from fer_edge.errors import FerEdgeError
 from fer_edge.preprocess import PreprocessSpec, normalize
@@ -65,7 +66,7 @@ def convert_model(model, mode: str, spec: PreprocessSpec, calibration: np.ndarra
             raise FerEdgeError("full-int8 conversion needs a non-empty calibration set")
 
         def representative() -> Iterator[list[np.ndarray]]:
-            for face in calibration:
+            for face in tqdm(calibration, desc="[int8] calibrating", leave=False, mininterval=1.0):
                 yield [normalize(face[None], spec)]
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
