@@ -328,6 +328,8 @@ def plot(report: dict[str, Any], path: Path) -> Optional[Path]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
+        from fer_edge.benchmarks.report import save_figure
     except ImportError:
         return None
     m, p = report["model_level"], report.get("pipeline_level")
@@ -349,10 +351,7 @@ def plot(report: dict[str, Any], path: Path) -> Optional[Path]:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"fer-edge vs fer {report['peer'].get('fer', '')} - {report['machine']['cpu_model']}, 1 thread",
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- command

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -329,6 +330,18 @@ def short_labels(rows: Sequence[dict[str, Any]]) -> tuple[list[str], str]:
     return ["/".join(f(r) for f in varying).replace(" thread(s)", "t").replace(" face(s)", "f") for r in rows], common
 
 
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write (temporary name, then rename, so a killed run leaves no torn PNG) and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def plot_latency(report: dict[str, Any], path: Path) -> Optional[Path]:
     """Box plots (whiskers at p1 and p99) of each stage's per-frame latency, one box per variant."""
     rows = _ok(report)
@@ -354,10 +367,7 @@ def plot_latency(report: dict[str, Any], path: Path) -> Optional[Path]:
     title = f"fer-bench latency per stage (p1-p99 whiskers) - {report['machine']['cpu_model']}"
     title += f"\n{common}"
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_fps_threads(report: dict[str, Any], path: Path) -> Optional[Path]:
@@ -381,10 +391,7 @@ def plot_fps_threads(report: dict[str, Any], path: Path) -> Optional[Path]:
     ax.legend(fontsize=8)
     ax.set_title(f"fer-bench FPS vs threads - {report['machine']['cpu_model']} ({report['machine']['cores']} cores)",
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(report: dict[str, Any], out_dir: Path, name: str = "bench", plots: bool = True) -> dict[str, Any]:

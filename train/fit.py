@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -102,6 +102,7 @@ def make_sequence(data: FaceData, cfg: TrainConfig, train: bool):
         def __init__(self) -> None:
             super().__init__(workers=2 if train else 1, use_multiprocessing=False)
             self.rng = np.random.default_rng(cfg.seed)
+            self.epoch = 0  # seeds each batch's augmentation; `train` sets it when resuming
             self.order = np.arange(len(data))
             if train:
                 self.rng.shuffle(self.order)
@@ -122,8 +123,6 @@ def make_sequence(data: FaceData, cfg: TrainConfig, train: bool):
             if weights is not None:
                 return x, targets[idx], weights[idx]
             return x, targets[idx]
-
-        epoch = 0
 
         def on_epoch_end(self) -> None:
             if train:
@@ -197,9 +196,9 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
     if cfg.limit:
         rng = np.random.default_rng(cfg.seed)
         keep = np.sort(rng.choice(len(train_data), size=min(cfg.limit, len(train_data)), replace=False))
-        train_data = FaceData(train_data.images[keep], train_data.labels[keep], train_data.splits[keep],
-                              train_data.classes, train_data.source, train_data.checksum,
-                              None if train_data.soft is None else train_data.soft[keep])
+        train_data = replace(train_data, images=train_data.images[keep], labels=train_data.labels[keep],
+                             splits=train_data.splits[keep],
+                             soft=None if train_data.soft is None else train_data.soft[keep])
     train_seq = make_sequence(train_data, cfg, train=True)
     val_seq = make_sequence(val_data, cfg, train=False)
 
