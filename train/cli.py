@@ -66,12 +66,22 @@ def cli() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
 @click.option("--name", help="Run folder name (default: the label set).")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), help="Continue the run in this folder.")
+@click.option("--init", "init_from", type=click.Path(exists=True, path_type=Path),
+              help="Start from this model's weights (a .keras file or a run folder) with a fresh schedule: "
+                   "to train a finished run longer, or to start a new label set from FER2013 features.")
 @click.option("--epochs", type=click.IntRange(1), default=40, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.05, show_default=True,
               help="Peak learning rate (SGD, Nesterov momentum, warm-up then cosine decay).")
 @click.option("--patience", type=click.IntRange(1), default=15, show_default=True,
               help="Early stop after this many epochs without a better validation accuracy.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.4, show_default=True,
+              help="Dropout before the classifier.")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--erase-prob", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Probability of random erasing per face.")
+@click.option("--warmup", type=click.FloatRange(0), default=2.0, show_default=True,
+              help="Linear warm-up, in epochs.")
 @click.option("--class-weight", is_flag=True, help="Weight samples by inverse class frequency.")
 @click.option("--no-augment", is_flag=True, help="Train on the faces as they are.")
 @click.option("--seed", type=int, default=1234, show_default=True)
@@ -80,8 +90,8 @@ def cli() -> None:
 @click.option("--skip-bad", is_flag=True, help="Skip bad rows/images and report how many, instead of stopping.")
 @click.option("--report-split", default="test", show_default=True,
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
-def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, epochs, batch_size, lr, patience,
-        class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
+        dropout, label_smoothing, erase_prob, warmup, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.augment import AugmentConfig
     from fer_edge.train.fit import TrainConfig, configure_tensorflow
@@ -101,9 +111,11 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, epochs, bat
                           augment=AugmentConfig(**{**cfg_dict["augment"],
                                                    "erase_area": tuple(cfg_dict["augment"]["erase_area"])}))
     else:
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, dropout=dropout,
+                          label_smoothing=label_smoothing, warmup_epochs=warmup,
                           class_weight=class_weight, seed=seed, threads=threads, limit=limit,
-                          augment=AugmentConfig(enabled=not no_augment))
+                          init=str(init_from) if init_from else None,
+                          augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed)
     configure_tensorflow(cfg.threads, cfg.seed)
     from fer_edge.train.fit import atomic_save, export_saved_model, train

@@ -43,6 +43,7 @@ class TrainConfig:
     seed: int = 1234
     threads: int = 0  # 0: TensorFlow's default
     limit: int = 0  # use only this many training samples (0: all); for smoke runs
+    init: Optional[str] = None  # start from this model's weights (a .keras file or a run folder)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     spec: PreprocessSpec = DEFAULT_SPEC
 
@@ -166,6 +167,44 @@ def build_callbacks(run_dir: Path, cfg: TrainConfig, start_best: float):
     ]
 
 
+def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
+    """Copy a trained model's weights into ``model``, layer by layer name.
+
+    This is how a run continues a finished one with a fresh schedule, or how a
+    new label set starts from FER2013 features: the backbone is always copied;
+    the classifier layer only when the source was trained on the same classes
+    in the same order (read from the ``classes.json`` beside it), otherwise it
+    starts fresh.
+    """
+    import keras
+
+    path = source / "best.keras" if source.is_dir() else source
+    if not path.exists():
+        raise FerEdgeError(f"{source}: no model to start from (expected a .keras file or a run folder)")
+    try:
+        trained = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises several types for unreadable files
+        raise FerEdgeError(f"{path}: not a readable Keras model ({exc})") from exc
+    classes_file = path.parent / "classes.json"
+    same_classes = classes_file.exists() and tuple(json.loads(classes_file.read_text())) == tuple(classes)
+    by_name = {layer.name: layer for layer in trained.layers}
+    copied, skipped = 0, []
+    for layer in model.layers:
+        src = by_name.get(layer.name)
+        if src is None or not layer.weights:
+            continue
+        shapes_match = [w.shape for w in src.get_weights()] == [tuple(w.shape) for w in layer.weights]
+        if not shapes_match or (layer.name == "logits" and not same_classes):
+            skipped.append(layer.name)
+            continue
+        layer.set_weights(src.get_weights())
+        copied += 1
+    if copied == 0:
+        raise FerEdgeError(f"{path}: no layer matches this model; it is not a fer-edge CNN of this shape")
+    note = f"; fresh: {', '.join(skipped)}" if skipped else ""
+    print(f"initialised {copied} layers from {path}{note}", flush=True)
+
+
 def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
     import keras
 
@@ -214,6 +253,8 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
         print(f"resuming from epoch {start_epoch} (best val accuracy {best:.4f})", flush=True)
     else:
         model = make_model(len(data.classes), cfg.spec.size, dropout=cfg.dropout)
+        if cfg.init:
+            init_weights(model, Path(cfg.init), data.classes)
         compile_model(model, cfg, len(train_seq))
     macs = count_macs(model)
     print(f"model: {model.count_params():,} parameters, {macs / 1e6:.1f}M MACs per face "

@@ -99,3 +99,41 @@ def test_default_model_fits_budget():
     allowed = {"InputLayer", "Conv2D", "BatchNormalization", "ReLU", "MaxPooling2D", "GlobalAveragePooling2D",
                "Dropout", "Dense"}
     assert {type(layer).__name__ for layer in model.layers} <= allowed
+
+
+def test_init_copies_backbone_and_matching_classifier(trained_run, capsys):
+    import keras
+    import numpy as np
+
+    from fer_edge.labels import FER2013_CLASSES, FERPLUS8_CLASSES
+    from fer_edge.train.fit import init_weights
+    from fer_edge.train.model import make_model
+
+    run, _ = trained_run
+    source = keras.models.load_model(run / "best.keras")
+    same = make_model(7)
+    init_weights(same, run, FER2013_CLASSES)
+    for a, b in zip(same.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    other = make_model(8)  # FER+ with contempt: a different head starts fresh
+    init_weights(other, run, FERPLUS8_CLASSES)
+    assert "fresh: logits" in capsys.readouterr().out
+    np.testing.assert_array_equal(other.get_layer("s2_conv1").get_weights()[0],
+                                  source.get_layer("s2_conv1").get_weights()[0])
+
+
+def test_init_rejects_a_missing_or_foreign_model(tmp_path):
+    import keras
+
+    from fer_edge.errors import FerEdgeError
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.fit import init_weights
+    from fer_edge.train.model import make_model
+
+    with pytest.raises(FerEdgeError, match="no model to start from"):
+        init_weights(make_model(7), tmp_path, FER2013_CLASSES)
+    foreign = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="other")])
+    foreign.save(tmp_path / "foreign.keras")
+    with pytest.raises(FerEdgeError, match="no layer matches"):
+        init_weights(make_model(7), tmp_path / "foreign.keras", FER2013_CLASSES)
