@@ -29,15 +29,6 @@ def resolve_model(path: Path) -> Path:
     return path
 
 
-def load_keras_model(path: Path):
-    import keras
-
-    try:
-        return keras.models.load_model(path)
-    except Exception as exc:  # Keras raises many exception types for a bad file
-        raise FerEdgeError(f"{path}: not a loadable Keras model ({exc.__class__.__name__})") from None
-
-
 def run_facts(model_path: Path) -> tuple[Optional[tuple[str, ...]], PreprocessSpec, dict]:
     """Classes, preprocessing and training args recorded next to a model by fer-train."""
     folder = model_path.parent
@@ -129,6 +120,7 @@ def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_d
     from fer_edge.convert.check import compare, markdown_report, tflite_probabilities
     from fer_edge.convert.quantize import convert_model  # imports TensorFlow
     from fer_edge.device.runtime import find_runtime
+    from fer_edge.train.fit import load_keras_model
     from fer_edge.train.report import predict_logits, versions
 
     keras_model = load_keras_model(model_path)

@@ -13,7 +13,9 @@ import click
 
 from fer_edge.cli_util import DefaultGroup, run_cli, unique_run_dir
 from fer_edge.errors import FerEdgeError
+from fer_edge.train.augment import AugmentConfig
 from fer_edge.train.data import FaceData, default_data_dir, load_dataset
+from fer_edge.train.fit import TrainConfig
 
 LABELS = click.Choice(["fer2013", "ferplus", "ferplus-soft"])
 
@@ -75,12 +77,13 @@ def cli() -> None:
               help="Peak learning rate (SGD, Nesterov momentum, warm-up then cosine decay).")
 @click.option("--patience", type=click.IntRange(1), default=15, show_default=True,
               help="Early stop after this many epochs without a better validation accuracy.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.4, show_default=True,
-              help="Dropout before the classifier.")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
-@click.option("--erase-prob", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.dropout,
+              show_default=True, help="Dropout before the classifier.")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.label_smoothing,
+              show_default=True)
+@click.option("--erase-prob", type=click.FloatRange(0, 1), default=AugmentConfig.erase_prob, show_default=True,
               help="Probability of random erasing per face.")
-@click.option("--warmup", type=click.FloatRange(0), default=2.0, show_default=True,
+@click.option("--warmup", type=click.FloatRange(0), default=TrainConfig.warmup_epochs, show_default=True,
               help="Linear warm-up, in epochs.")
 @click.option("--class-weight", is_flag=True, help="Weight samples by inverse class frequency.")
 @click.option("--no-augment", is_flag=True, help="Train on the faces as they are.")
@@ -91,10 +94,10 @@ def cli() -> None:
 @click.option("--report-split", default="test", show_default=True,
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
-        dropout, label_smoothing, erase_prob, warmup, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+        dropout, label_smoothing, erase_prob, warmup, class_weight, no_augment, seed, threads, limit, skip_bad,
+        report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
-    from fer_edge.train.augment import AugmentConfig
-    from fer_edge.train.fit import TrainConfig, configure_tensorflow
+    from fer_edge.train.fit import configure_tensorflow
 
     command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
     if resume_dir:
@@ -181,14 +184,10 @@ def evaluate(model_path, data, labels, ferplus, eight_classes, split, json_out) 
         raise FerEdgeError(f"{model_path}: model not found")
     dataset = _load(data, labels, ferplus, eight_classes, False)
     configure_tensorflow(0, 0)
-    import keras
-
+    from fer_edge.train.fit import load_keras_model
     from fer_edge.train.report import write_json
 
-    try:
-        model = keras.models.load_model(model_path)
-    except Exception as exc:  # Keras raises many types for a bad file
-        raise FerEdgeError(f"{model_path}: not a loadable Keras model ({exc.__class__.__name__})") from None
+    model = load_keras_model(model_path)
     spec_path = model_path.parent / "preprocess.json"
     spec = PreprocessSpec.from_dict(json.loads(spec_path.read_text())) if spec_path.exists() else DEFAULT_SPEC
     if model.output.shape[-1] != len(dataset.classes):

@@ -67,6 +67,16 @@ def configure_tensorflow(threads: int, seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+def load_keras_model(path: Path, compile: bool = True):
+    """Load a `.keras` file, turning Keras' many failure types into one FerEdgeError line."""
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except Exception as exc:  # Keras raises many exception types for a bad file
+        raise FerEdgeError(f"{path}: not a loadable Keras model ({exc.__class__.__name__})") from None
+
+
 def atomic_save(model, path: Path) -> None:
     """Save a Keras model via a temporary file and an atomic rename."""
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -176,15 +186,10 @@ def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
     in the same order (read from the ``classes.json`` beside it), otherwise it
     starts fresh.
     """
-    import keras
-
     path = source / "best.keras" if source.is_dir() else source
     if not path.exists():
         raise FerEdgeError(f"{source}: no model to start from (expected a .keras file or a run folder)")
-    try:
-        trained = keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises several types for unreadable files
-        raise FerEdgeError(f"{path}: not a readable Keras model ({exc})") from exc
+    trained = load_keras_model(path, compile=False)
     classes_file = path.parent / "classes.json"
     same_classes = classes_file.exists() and tuple(json.loads(classes_file.read_text())) == tuple(classes)
     by_name = {layer.name: layer for layer in trained.layers}
