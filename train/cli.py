@@ -100,6 +100,9 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
     from fer_edge.train.fit import configure_tensorflow
 
     command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
+    if resume_dir and init_from:
+        raise FerEdgeError("--resume and --init do not mix: --resume continues a run with its own weights; "
+                           "use --init for a new run")
     if resume_dir:
         run_dir = Path(resume_dir)
         saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None

@@ -69,6 +69,15 @@ def test_resume_continues_from_last_checkpoint(trained_run, monkeypatch, capsys)
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1, 2]
 
 
+def test_resume_with_init_is_a_one_line_error(trained_run, monkeypatch, capsys):
+    from fer_edge.train.cli import main
+
+    run, _ = trained_run
+    assert run_main(main, ["--resume", str(run), "--init", str(run)], monkeypatch) != 0
+    err = capsys.readouterr().err
+    assert "--resume and --init do not mix" in err and "Traceback" not in err
+
+
 def test_evaluate_subcommand(trained_run, monkeypatch, capsys, tmp_path):
     from fer_edge.train.cli import main
 
