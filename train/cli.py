@@ -85,6 +85,17 @@ def cli() -> None:
               help="Probability of random erasing per face.")
 @click.option("--warmup", type=click.FloatRange(0), default=TrainConfig.warmup_epochs, show_default=True,
               help="Linear warm-up, in epochs.")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.ema, show_default=True,
+              help="Validate and checkpoint an exponential moving average of the weights with this momentum "
+                   "per step (e.g. 0.999); 0 turns it off.")
+@click.option("--teacher", type=click.Path(exists=True, path_type=Path),
+              help="Distil from this model (a .keras file or a run folder with the same classes): each "
+                   "training target mixes the label with the teacher's mirror-averaged distribution.")
+@click.option("--teacher-weight", type=click.FloatRange(0, 1), default=TrainConfig.teacher_weight,
+              show_default=True, help="Share of the teacher's distribution in each target.")
+@click.option("--teacher-temperature", type=click.FloatRange(0, min_open=True),
+              default=TrainConfig.teacher_temperature, show_default=True,
+              help="Divides the teacher's logits; above 1 spreads its distribution.")
 @click.option("--class-weight", is_flag=True, help="Weight samples by inverse class frequency.")
 @click.option("--no-augment", is_flag=True, help="Train on the faces as they are.")
 @click.option("--seed", type=int, default=1234, show_default=True)
@@ -94,7 +105,7 @@ def cli() -> None:
 @click.option("--report-split", default="test", show_default=True,
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
-        dropout, label_smoothing, erase_prob, warmup, class_weight, no_augment, seed, threads, limit, skip_bad,
+        dropout, label_smoothing, erase_prob, warmup, ema, teacher, teacher_weight, teacher_temperature, class_weight, no_augment, seed, threads, limit, skip_bad,
         report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
@@ -120,7 +131,9 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, dropout=dropout,
                           label_smoothing=label_smoothing, warmup_epochs=warmup,
                           class_weight=class_weight, seed=seed, threads=threads, limit=limit,
-                          init=str(init_from) if init_from else None,
+                          init=str(init_from) if init_from else None, ema=ema,
+                          teacher=str(teacher) if teacher else None, teacher_weight=teacher_weight,
+                          teacher_temperature=teacher_temperature,
                           augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed)
     configure_tensorflow(cfg.threads, cfg.seed)

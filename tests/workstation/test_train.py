@@ -140,9 +140,55 @@ def test_init_rejects_a_missing_or_foreign_model(tmp_path):
     from fer_edge.train.fit import init_weights
     from fer_edge.train.model import make_model
 
-    with pytest.raises(FerEdgeError, match="no model to start from"):
+    with pytest.raises(FerEdgeError, match="no model found"):
         init_weights(make_model(7), tmp_path, FER2013_CLASSES)
     foreign = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="other")])
     foreign.save(tmp_path / "foreign.keras")
     with pytest.raises(FerEdgeError, match="no layer matches"):
         init_weights(make_model(7), tmp_path / "foreign.keras", FER2013_CLASSES)
+
+
+def test_teacher_targets_are_mirror_averaged_distributions(trained_run):
+    import numpy as np
+
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.fit import teacher_targets
+
+    run, _ = trained_run
+    faces = np.random.default_rng(0).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    warm = teacher_targets(run, faces, FER2013_CLASSES, temperature=1.0)
+    assert warm.shape == (6, 7) and warm.dtype == np.float32
+    np.testing.assert_allclose(warm.sum(axis=1), 1.0, rtol=1e-5)
+    # The face and its mirror get the same target: the teacher sees both either way.
+    mirrored = teacher_targets(run, np.ascontiguousarray(faces[:, :, ::-1]), FER2013_CLASSES, temperature=1.0)
+    np.testing.assert_allclose(warm, mirrored, atol=1e-5)
+    # A higher temperature spreads the distribution (higher entropy on every face).
+    hot = teacher_targets(run, faces, FER2013_CLASSES, temperature=4.0)
+    entropy = lambda p: -(p * np.log(p)).sum(axis=1)  # noqa: E731
+    assert (entropy(hot) >= entropy(warm) - 1e-6).all()
+
+
+def test_teacher_must_share_the_class_list(trained_run):
+    import numpy as np
+
+    from fer_edge.errors import FerEdgeError
+    from fer_edge.labels import FERPLUS8_CLASSES
+    from fer_edge.train.fit import teacher_targets
+
+    run, _ = trained_run
+    with pytest.raises(FerEdgeError, match="same classes"):
+        teacher_targets(run, np.zeros((2, 48, 48), np.uint8), FERPLUS8_CLASSES, temperature=1.0)
+
+
+def test_distillation_with_weight_average_trains_and_records_its_recipe(trained_run, tmp_path, monkeypatch):
+    from fer_edge.train.cli import main
+
+    run, data = trained_run
+    code = run_main(main, ["--data", str(data), "--out", str(tmp_path), "--name", "kd", "--epochs", "2",
+                           "--batch-size", "8", "--seed", "3", "--threads", "2", "--init", str(run),
+                           "--teacher", str(run), "--teacher-weight", "0.7", "--ema", "0.9"], monkeypatch)
+    assert code == 0
+    cfg = json.loads((tmp_path / "kd" / "config.json").read_text())["train"]
+    assert cfg["teacher"] == str(run) and cfg["teacher_weight"] == 0.7 and cfg["ema"] == 0.9
+    m = json.loads((tmp_path / "kd" / "metrics.json").read_text())
+    assert m["epochs_run"] == 2 and 0.0 <= m["accuracy"] <= 1.0
