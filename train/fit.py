@@ -97,6 +97,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def label_distributions(data: FaceData) -> np.ndarray:
+    """Each face's target as a distribution: the soft labels if the data has them, else one-hot."""
+    if data.soft is not None:
+        return data.soft
+    return np.eye(len(data.classes), dtype=np.float32)[data.labels]
+
+
 def make_sequence(data: FaceData, cfg: TrainConfig, train: bool):
     """A Keras `PyDataset` yielding (normalised faces, targets[, sample weights]).
 
@@ -106,7 +113,7 @@ def make_sequence(data: FaceData, cfg: TrainConfig, train: bool):
     import keras
 
     num_classes = len(data.classes)
-    targets = data.soft if data.soft is not None else np.eye(num_classes, dtype=np.float32)[data.labels]
+    targets = label_distributions(data)
     weights = None
     if train and cfg.class_weight:
         counts = np.maximum(data.class_counts(), 1)
@@ -192,30 +199,34 @@ def _model_path(source: Path) -> Path:
     return path
 
 
+def _has_classes(model_path: Path, classes: tuple[str, ...]) -> bool:
+    """Whether the run beside ``model_path`` was trained on ``classes``, in this order (its classes.json)."""
+    classes_file = model_path.parent / "classes.json"
+    return classes_file.exists() and tuple(json.loads(classes_file.read_text())) == tuple(classes)
+
+
 def teacher_targets(source: Path, faces: np.ndarray, classes: tuple[str, ...], temperature: float,
                     spec: PreprocessSpec = DEFAULT_SPEC) -> np.ndarray:
     """The teacher's class distribution for each face, averaged over the face and its mirror.
 
     Offline distillation: computed once before training, so it costs one
     inference pass instead of a teacher forward pass per step. Averaging over
-    the mirror image gives targets that are steadier than the teacher's own
-    single-view output (a mirror-averaged model scores higher than the model alone),
-    and the temperature spreads probability onto the classes the teacher finds
+    the mirror image cancels the teacher's left/right quirks (faces are
+    symmetric enough that a mirrored face keeps its emotion), and the temperature spreads probability onto the classes the teacher finds
     plausible, which is the signal hard labels lack on an ambiguous face.
     """
     from fer_edge.train.report import predict_logits
 
     path = _model_path(source)
-    classes_file = path.parent / "classes.json"
-    if not classes_file.exists() or tuple(json.loads(classes_file.read_text())) != tuple(classes):
+    if not _has_classes(path, classes):
         raise FerEdgeError(f"{path}: the teacher must be a run trained on the same classes, in the same order "
                            f"(no matching classes.json beside it)")
     teacher = load_keras_model(path, compile=False)
     if teacher.output.shape[-1] != len(classes):
         raise FerEdgeError(f"{path}: the teacher has {teacher.output.shape[-1]} outputs, not {len(classes)}")
     print(f"distilling from {path}: scoring {len(faces)} faces and their mirrors...", flush=True)
-    logits = (predict_logits(teacher, faces, spec) + predict_logits(teacher, np.ascontiguousarray(faces[:, :, ::-1]),
-                                                                     spec)) / 2
+    mirrors = np.ascontiguousarray(faces[:, :, ::-1])
+    logits = (predict_logits(teacher, faces, spec) + predict_logits(teacher, mirrors, spec)) / 2
     z = logits / np.float32(temperature)
     z -= z.max(axis=1, keepdims=True)
     probs = np.exp(z)
@@ -233,8 +244,7 @@ def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
     """
     path = _model_path(source)
     trained = load_keras_model(path, compile=False)
-    classes_file = path.parent / "classes.json"
-    same_classes = classes_file.exists() and tuple(json.loads(classes_file.read_text())) == tuple(classes)
+    same_classes = _has_classes(path, classes)
     by_name = {layer.name: layer for layer in trained.layers}
     copied, skipped = 0, []
     for layer in model.layers:
@@ -288,8 +298,7 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
                              splits=train_data.splits[keep],
                              soft=None if train_data.soft is None else train_data.soft[keep])
     if cfg.teacher:  # a resumed run rebuilds the same targets
-        hard = train_data.soft if train_data.soft is not None else np.eye(len(data.classes), dtype=np.float32)[
-            train_data.labels]
+        hard = label_distributions(train_data)
         taught = teacher_targets(Path(cfg.teacher), train_data.images, data.classes, cfg.teacher_temperature,
                                  cfg.spec)
         train_data = replace(train_data, soft=(1 - cfg.teacher_weight) * hard + cfg.teacher_weight * taught)
