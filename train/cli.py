@@ -88,9 +88,10 @@ def cli() -> None:
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.ema, show_default=True,
               help="Validate and checkpoint an exponential moving average of the weights with this momentum "
                    "per step (e.g. 0.999); 0 turns it off.")
-@click.option("--teacher", type=click.Path(exists=True, path_type=Path),
+@click.option("--teacher", type=click.Path(exists=True, path_type=Path), multiple=True,
               help="Distil from this model (a .keras file or a run folder with the same classes): each "
-                   "training target mixes the label with the teacher's mirror-averaged distribution.")
+                   "training target mixes the label with the teacher's mirror-averaged distribution. "
+                   "Repeat to distil from the average of several teachers.")
 @click.option("--teacher-weight", type=click.FloatRange(0, 1), default=TrainConfig.teacher_weight,
               show_default=True, help="Share of the teacher's distribution in each target.")
 @click.option("--teacher-temperature", type=click.FloatRange(0, min_open=True),
@@ -123,7 +124,11 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
         data, labels, ferplus, eight_classes = (Path(args["data"]) if args["data"] else None, args["labels"],
                                                 Path(args["ferplus"]) if args["ferplus"] else None,
                                                 args["eight_classes"])
-        cfg_dict = saved["train"]
+        cfg_dict = dict(saved["train"])
+        if "teacher" in cfg_dict:  # runs written before several teachers were allowed
+            old = cfg_dict.pop("teacher")
+            cfg_dict["teachers"] = [old] if old else []
+        cfg_dict["teachers"] = tuple(cfg_dict.get("teachers", ()))
         cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k not in ("augment", "spec")},
                           augment=AugmentConfig(**{**cfg_dict["augment"],
                                                    "erase_area": tuple(cfg_dict["augment"]["erase_area"])}))
@@ -132,7 +137,7 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                           label_smoothing=label_smoothing, warmup_epochs=warmup,
                           class_weight=class_weight, seed=seed, threads=threads, limit=limit,
                           init=str(init_from) if init_from else None, ema=ema,
-                          teacher=str(teacher) if teacher else None, teacher_weight=teacher_weight,
+                          teachers=tuple(str(t) for t in teacher), teacher_weight=teacher_weight,
                           teacher_temperature=teacher_temperature,
                           augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed)

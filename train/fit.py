@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class TrainConfig:
     limit: int = 0  # use only this many training samples (0: all); for smoke runs
     init: Optional[str] = None  # start from this model's weights (a .keras file or a run folder)
     ema: float = 0.0  # momentum of the weight average used for validation and checkpoints (0: off)
-    teacher: Optional[str] = None  # distil from this model (a .keras file or a run folder)
+    teachers: tuple[str, ...] = ()  # distil from these models (.keras files or run folders), averaged
     teacher_weight: float = 0.5  # share of the teacher's distribution in each training target
     teacher_temperature: float = 2.0  # softens the teacher's logits before they become targets
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -205,29 +205,36 @@ def _has_classes(model_path: Path, classes: tuple[str, ...]) -> bool:
     return classes_file.exists() and tuple(json.loads(classes_file.read_text())) == tuple(classes)
 
 
-def teacher_targets(source: Path, faces: np.ndarray, classes: tuple[str, ...], temperature: float,
+def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...], temperature: float,
                     spec: PreprocessSpec = DEFAULT_SPEC) -> np.ndarray:
-    """The teacher's class distribution for each face, averaged over the face and its mirror.
+    """The teachers' class distribution for each face, averaged over teachers, the face and its mirror.
 
     Offline distillation: computed once before training, so it costs one
-    inference pass instead of a teacher forward pass per step. Averaging over
-    the mirror image cancels the teacher's left/right quirks (faces are
-    symmetric enough that a mirrored face keeps its emotion), and the temperature spreads probability onto the classes the teacher finds
-    plausible, which is the signal hard labels lack on an ambiguous face.
+    inference pass per teacher instead of a teacher forward pass per step.
+    Averaging over the mirror image cancels a teacher's left/right quirks
+    (faces are symmetric enough that a mirrored face keeps its emotion), and
+    averaging teachers trained from different starts cancels part of each
+    one's own errors. The temperature spreads probability onto the classes
+    the teachers find plausible, which is the signal hard labels lack on an
+    ambiguous face.
     """
     from fer_edge.train.report import predict_logits
 
-    path = _model_path(source)
-    if not _has_classes(path, classes):
-        raise FerEdgeError(f"{path}: the teacher must be a run trained on the same classes, in the same order "
-                           f"(no matching classes.json beside it)")
-    teacher = load_keras_model(path, compile=False)
-    if teacher.output.shape[-1] != len(classes):
-        raise FerEdgeError(f"{path}: the teacher has {teacher.output.shape[-1]} outputs, not {len(classes)}")
-    print(f"distilling from {path}: scoring {len(faces)} faces and their mirrors...", flush=True)
+    if not sources:
+        raise FerEdgeError("distillation needs at least one teacher")
     mirrors = np.ascontiguousarray(faces[:, :, ::-1])
-    logits = (predict_logits(teacher, faces, spec) + predict_logits(teacher, mirrors, spec)) / 2
-    z = logits / np.float32(temperature)
+    logits = np.zeros((len(faces), len(classes)), np.float32)
+    for source in sources:
+        path = _model_path(Path(source))
+        if not _has_classes(path, classes):
+            raise FerEdgeError(f"{path}: the teacher must be a run trained on the same classes, in the same "
+                               f"order (no matching classes.json beside it)")
+        teacher = load_keras_model(path, compile=False)
+        if teacher.output.shape[-1] != len(classes):
+            raise FerEdgeError(f"{path}: the teacher has {teacher.output.shape[-1]} outputs, not {len(classes)}")
+        print(f"distilling from {path}: scoring {len(faces)} faces and their mirrors...", flush=True)
+        logits += (predict_logits(teacher, faces, spec) + predict_logits(teacher, mirrors, spec)) / 2
+    z = logits / np.float32(len(sources) * temperature)
     z -= z.max(axis=1, keepdims=True)
     probs = np.exp(z)
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -297,9 +304,9 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
         train_data = replace(train_data, images=train_data.images[keep], labels=train_data.labels[keep],
                              splits=train_data.splits[keep],
                              soft=None if train_data.soft is None else train_data.soft[keep])
-    if cfg.teacher:  # a resumed run rebuilds the same targets
+    if cfg.teachers:  # a resumed run rebuilds the same targets
         hard = label_distributions(train_data)
-        taught = teacher_targets(Path(cfg.teacher), train_data.images, data.classes, cfg.teacher_temperature,
+        taught = teacher_targets([Path(t) for t in cfg.teachers], train_data.images, data.classes, cfg.teacher_temperature,
                                  cfg.spec)
         train_data = replace(train_data, soft=(1 - cfg.teacher_weight) * hard + cfg.teacher_weight * taught)
     train_seq = make_sequence(train_data, cfg, train=True)

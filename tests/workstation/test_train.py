@@ -156,14 +156,14 @@ def test_teacher_targets_are_mirror_averaged_distributions(trained_run):
 
     run, _ = trained_run
     faces = np.random.default_rng(0).integers(0, 256, (6, 48, 48), dtype=np.uint8)
-    warm = teacher_targets(run, faces, FER2013_CLASSES, temperature=1.0)
+    warm = teacher_targets([run], faces, FER2013_CLASSES, temperature=1.0)
     assert warm.shape == (6, 7) and warm.dtype == np.float32
     np.testing.assert_allclose(warm.sum(axis=1), 1.0, rtol=1e-5)
     # The face and its mirror get the same target: the teacher sees both either way.
-    mirrored = teacher_targets(run, np.ascontiguousarray(faces[:, :, ::-1]), FER2013_CLASSES, temperature=1.0)
+    mirrored = teacher_targets([run], np.ascontiguousarray(faces[:, :, ::-1]), FER2013_CLASSES, temperature=1.0)
     np.testing.assert_allclose(warm, mirrored, atol=1e-5)
     # A higher temperature spreads the distribution (higher entropy on every face).
-    hot = teacher_targets(run, faces, FER2013_CLASSES, temperature=4.0)
+    hot = teacher_targets([run], faces, FER2013_CLASSES, temperature=4.0)
     entropy = lambda p: -(p * np.log(p)).sum(axis=1)  # noqa: E731
     assert (entropy(hot) >= entropy(warm) - 1e-6).all()
 
@@ -177,7 +177,34 @@ def test_teacher_must_share_the_class_list(trained_run):
 
     run, _ = trained_run
     with pytest.raises(FerEdgeError, match="same classes"):
-        teacher_targets(run, np.zeros((2, 48, 48), np.uint8), FERPLUS8_CLASSES, temperature=1.0)
+        teacher_targets([run], np.zeros((2, 48, 48), np.uint8), FERPLUS8_CLASSES, temperature=1.0)
+
+
+def test_several_teachers_average_their_logits(trained_run, tmp_path):
+    import numpy as np
+
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.preprocess import DEFAULT_SPEC
+    from fer_edge.train.fit import load_keras_model, teacher_targets
+    from fer_edge.train.model import make_model
+    from fer_edge.train.report import predict_logits
+
+    run, _ = trained_run
+    other = make_model(7)  # a second, untrained teacher with other weights
+    other.save(tmp_path / "best.keras")
+    (tmp_path / "classes.json").write_text(json.dumps(list(FER2013_CLASSES)))
+    faces = np.random.default_rng(1).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    # The same teacher twice is that teacher.
+    np.testing.assert_allclose(teacher_targets([run, run], faces, FER2013_CLASSES, temperature=1.0),
+                               teacher_targets([run], faces, FER2013_CLASSES, temperature=1.0), atol=1e-5)
+    # Two teachers: the softmax of their mirror-averaged logits, averaged.
+    mirrors = np.ascontiguousarray(faces[:, :, ::-1])
+    logits = sum((predict_logits(m, faces, DEFAULT_SPEC) + predict_logits(m, mirrors, DEFAULT_SPEC)) / 2
+                 for m in (load_keras_model(run / "best.keras", compile=False), other)) / 2
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    both = teacher_targets([run, tmp_path], faces, FER2013_CLASSES, temperature=1.0)
+    np.testing.assert_allclose(both, expected, atol=1e-4)
 
 
 def test_distillation_with_weight_average_trains_and_records_its_recipe(trained_run, tmp_path, monkeypatch):
@@ -186,9 +213,28 @@ def test_distillation_with_weight_average_trains_and_records_its_recipe(trained_
     run, data = trained_run
     code = run_main(main, ["--data", str(data), "--out", str(tmp_path), "--name", "kd", "--epochs", "2",
                            "--batch-size", "8", "--seed", "3", "--threads", "2", "--init", str(run),
-                           "--teacher", str(run), "--teacher-weight", "0.7", "--ema", "0.9"], monkeypatch)
+                           "--teacher", str(run), "--teacher", str(run / "model.keras"), "--teacher-weight", "0.7",
+                           "--ema", "0.9"], monkeypatch)
     assert code == 0
     cfg = json.loads((tmp_path / "kd" / "config.json").read_text())["train"]
-    assert cfg["teacher"] == str(run) and cfg["teacher_weight"] == 0.7 and cfg["ema"] == 0.9
+    assert cfg["teachers"] == [str(run), str(run / "model.keras")]
+    assert cfg["teacher_weight"] == 0.7 and cfg["ema"] == 0.9
     m = json.loads((tmp_path / "kd" / "metrics.json").read_text())
     assert m["epochs_run"] == 2 and 0.0 <= m["accuracy"] <= 1.0
+
+
+def test_resume_reads_a_run_written_with_a_single_teacher(trained_run, tmp_path, monkeypatch):
+    """Runs from before `--teacher` could repeat stored `"teacher": path`; they must still resume."""
+    from fer_edge.train.cli import main
+
+    run, data = trained_run
+    assert run_main(main, ["--data", str(data), "--out", str(tmp_path), "--name", "old", "--epochs", "1",
+                           "--batch-size", "8", "--threads", "2", "--teacher", str(run)], monkeypatch) == 0
+    config_path = tmp_path / "old" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["train"]["teacher"] = config["train"].pop("teachers")[0]
+    config["train"]["epochs"] = 2
+    config_path.write_text(json.dumps(config))
+    assert run_main(main, ["--resume", str(tmp_path / "old")], monkeypatch) == 0
+    with open(tmp_path / "old" / "history.csv") as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1]
