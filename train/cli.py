@@ -125,10 +125,8 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                                                 Path(args["ferplus"]) if args["ferplus"] else None,
                                                 args["eight_classes"])
         cfg_dict = dict(saved["train"])
-        if "teacher" in cfg_dict:  # runs written before several teachers were allowed
-            old = cfg_dict.pop("teacher")
-            cfg_dict["teachers"] = [old] if old else []
-        cfg_dict["teachers"] = tuple(cfg_dict.get("teachers", ()))
+        old = cfg_dict.pop("teacher", None)  # runs written before --teacher could repeat
+        cfg_dict["teachers"] = tuple(cfg_dict.get("teachers") or ([old] if old else []))
         cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k not in ("augment", "spec")},
                           augment=AugmentConfig(**{**cfg_dict["augment"],
                                                    "erase_area": tuple(cfg_dict["augment"]["erase_area"])}))

@@ -213,8 +213,8 @@ def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[s
     inference pass per teacher instead of a teacher forward pass per step.
     Averaging over the mirror image cancels a teacher's left/right quirks
     (faces are symmetric enough that a mirrored face keeps its emotion), and
-    averaging teachers trained from different starts cancels part of each
-    one's own errors. The temperature spreads probability onto the classes
+    averaging teachers trained from different starts can cancel part of
+    each one's own errors. The temperature spreads probability onto the classes
     the teachers find plausible, which is the signal hard labels lack on an
     ambiguous face.
     """
@@ -225,7 +225,7 @@ def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[s
     mirrors = np.ascontiguousarray(faces[:, :, ::-1])
     logits = np.zeros((len(faces), len(classes)), np.float32)
     for source in sources:
-        path = _model_path(Path(source))
+        path = _model_path(source)
         if not _has_classes(path, classes):
             raise FerEdgeError(f"{path}: the teacher must be a run trained on the same classes, in the same "
                                f"order (no matching classes.json beside it)")
@@ -306,8 +306,8 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
                              soft=None if train_data.soft is None else train_data.soft[keep])
     if cfg.teachers:  # a resumed run rebuilds the same targets
         hard = label_distributions(train_data)
-        taught = teacher_targets([Path(t) for t in cfg.teachers], train_data.images, data.classes, cfg.teacher_temperature,
-                                 cfg.spec)
+        taught = teacher_targets([Path(t) for t in cfg.teachers], train_data.images, data.classes,
+                                 cfg.teacher_temperature, cfg.spec)
         train_data = replace(train_data, soft=(1 - cfg.teacher_weight) * hard + cfg.teacher_weight * taught)
     train_seq = make_sequence(train_data, cfg, train=True)
     val_seq = make_sequence(val_data, cfg, train=False)
