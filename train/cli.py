@@ -20,6 +20,26 @@ from fer_edge.train.fit import TrainConfig
 LABELS = click.Choice(["fer2013", "ferplus", "ferplus-soft"])
 
 
+class WidthsParam(click.ParamType):
+    """Channels per stage as ``32,64,96,160,256``."""
+
+    name = "C1,C2,C3,C4,C5"
+
+    def convert(self, value, param, ctx) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            widths = tuple(int(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r}: expected comma-separated channel counts, e.g. 32,64,96,160,256", param, ctx)
+        if len(widths) != 5 or min(widths) < 1:
+            self.fail(f"{value!r}: expected five positive channel counts, one per stage", param, ctx)
+        return widths
+
+
+WIDTHS = WidthsParam()
+
+
 def _load(data: Optional[Path], labels: str, ferplus: Optional[Path], eight: bool, skip_bad: bool,
           seed: int = 0) -> FaceData:
     path = data or default_data_dir()
@@ -97,6 +117,11 @@ def cli() -> None:
 @click.option("--teacher-temperature", type=click.FloatRange(0, min_open=True),
               default=TrainConfig.teacher_temperature, show_default=True,
               help="Divides the teacher's logits; above 1 spreads its distribution.")
+@click.option("--widths", type=WIDTHS, help="Channels per stage, comma-separated, five of them (default "
+              "32,64,96,160,256); with --init from a wider run, each layer keeps the source's channels with "
+              "the largest batch-norm scale.")
+@click.option("--mirror", is_flag=True, help="Average the logits over the face and its mirror inside the model "
+              "(two backbone passes, both counted in the MAC budget).")
 @click.option("--class-weight", is_flag=True, help="Weight samples by inverse class frequency.")
 @click.option("--no-augment", is_flag=True, help="Train on the faces as they are.")
 @click.option("--seed", type=int, default=1234, show_default=True)
@@ -107,7 +132,7 @@ def cli() -> None:
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         dropout, label_smoothing, erase_prob, warmup, ema, teacher, teacher_weight, teacher_temperature,
-        class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+        widths, mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
 
@@ -127,6 +152,7 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
         cfg_dict = dict(saved["train"])
         old = cfg_dict.pop("teacher", None)  # runs written before --teacher could repeat
         cfg_dict["teachers"] = tuple(cfg_dict.get("teachers") or ([old] if old else []))
+        cfg_dict["widths"] = tuple(cfg_dict.get("widths") or ())
         cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k not in ("augment", "spec")},
                           augment=AugmentConfig(**{**cfg_dict["augment"],
                                                    "erase_area": tuple(cfg_dict["augment"]["erase_area"])}))
@@ -136,7 +162,7 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                           class_weight=class_weight, seed=seed, threads=threads, limit=limit,
                           init=str(init_from) if init_from else None, ema=ema,
                           teachers=tuple(str(t) for t in teacher), teacher_weight=teacher_weight,
-                          teacher_temperature=teacher_temperature,
+                          teacher_temperature=teacher_temperature, widths=widths or (), mirror=mirror,
                           augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed)
     configure_tensorflow(cfg.threads, cfg.seed)

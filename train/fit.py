@@ -48,6 +48,8 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()  # distil from these models (.keras files or run folders), averaged
     teacher_weight: float = 0.5  # share of the teacher's distribution in each training target
     teacher_temperature: float = 2.0  # softens the teacher's logits before they become targets
+    widths: tuple[int, ...] = ()  # channels per stage (): the default network
+    mirror: bool = False  # average the logits over the face and its mirror, inside the model
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     spec: PreprocessSpec = DEFAULT_SPEC
 
@@ -74,6 +76,8 @@ def configure_tensorflow(threads: int, seed: int) -> None:
 def load_keras_model(path: Path, compile: bool = True):
     """Load a `.keras` file, turning Keras' many failure types into one FerEdgeError line."""
     import keras
+
+    import fer_edge.train.model  # noqa: F401  registers the Mirror layer that mirrored models use
 
     try:
         return keras.models.load_model(path, compile=compile)
@@ -240,6 +244,24 @@ def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[s
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def _slim(src_weights: list[np.ndarray], shapes: list[tuple[int, ...]], keep_in: Optional[np.ndarray],
+          keep_out: Optional[np.ndarray]) -> Optional[list[np.ndarray]]:
+    """Cut a wider layer's weights down to ``shapes``: input channels ``keep_in``, output channels ``keep_out``.
+
+    Returns None when the source is not a wider copy of the target.
+    """
+    out = []
+    for w, shape in zip(src_weights, shapes):
+        if w.ndim >= 2 and keep_in is not None:  # kernel: (..., in, out)
+            w = np.take(w, keep_in, axis=-2)
+        if keep_out is not None and w.shape[-1] != shape[-1]:
+            w = np.take(w, keep_out, axis=-1)
+        if tuple(w.shape) != tuple(shape):
+            return None
+        out.append(w)
+    return out
+
+
 def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
     """Copy a trained model's weights into ``model``, layer by layer name.
 
@@ -248,25 +270,48 @@ def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
     the classifier layer only when the source was trained on the same classes
     in the same order (read from the ``classes.json`` beside it), otherwise it
     starts fresh.
+
+    A narrower model (fewer channels per stage, e.g. the half-size backbone of
+    a mirrored model) starts from a wider trained one by keeping, in each
+    convolution, the channels whose batch-norm scale is largest: a channel
+    with a small scale contributes little downstream, so dropping it costs the
+    least accuracy to win back in fine-tuning ("network slimming", Liu et al.,
+    2017). Plain and mirrored models initialise each other through their
+    backbones.
     """
+    from fer_edge.train.model import backbone_of
+
     path = _model_path(source)
-    trained = load_keras_model(path, compile=False)
+    trained = backbone_of(load_keras_model(path, compile=False))
     same_classes = _has_classes(path, classes)
     by_name = {layer.name: layer for layer in trained.layers}
-    copied, skipped = 0, []
-    for layer in model.layers:
+    copied, slimmed, skipped = 0, 0, []
+    keep_in: Optional[np.ndarray] = None  # the source channels feeding the current layer
+    for layer in backbone_of(model).layers:
         src = by_name.get(layer.name)
         if src is None or not layer.weights:
             continue
-        shapes_match = [w.shape for w in src.get_weights()] == [tuple(w.shape) for w in layer.weights]
-        if not shapes_match or (layer.name == "logits" and not same_classes):
+        shapes = [tuple(w.shape) for w in layer.weights]
+        src_weights = src.get_weights()
+        keep_out = keep_in if "_bn" in layer.name else None
+        if layer.name.startswith("s") and "_conv" in layer.name:
+            out_channels = shapes[0][-1]
+            bn = by_name.get(layer.name.replace("_conv", "_bn"))
+            scale = np.abs(bn.get_weights()[0]) if bn is not None else np.abs(src_weights[0]).sum(axis=(0, 1, 2))
+            keep_out = np.sort(np.argsort(-scale)[:out_channels])
+        weights = _slim(src_weights, shapes, keep_in, keep_out)
+        if "_conv" in layer.name:
+            keep_in = keep_out
+        if weights is None or (layer.name == "logits" and not same_classes):
             skipped.append(layer.name)
             continue
-        layer.set_weights(src.get_weights())
+        slimmed += any(a.shape != b.shape for a, b in zip(src_weights, weights))
+        layer.set_weights(weights)
         copied += 1
     if copied == 0:
         raise FerEdgeError(f"{path}: no layer matches this model; it is not a fer-edge CNN of this shape")
-    note = f"; fresh: {', '.join(skipped)}" if skipped else ""
+    note = f" ({slimmed} cut down to fewer channels)" if slimmed else ""
+    note += f"; fresh: {', '.join(skipped)}" if skipped else ""
     print(f"initialised {copied} layers from {path}{note}", flush=True)
 
 
@@ -295,7 +340,7 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
     """Fit the edge CNN on ``train``, select on ``val``; returns the best model (logits)."""
     import keras
 
-    from fer_edge.train.model import MAC_BUDGET, count_macs, make_model
+    from fer_edge.train.model import DEFAULT_STAGES, MAC_BUDGET, count_macs, make_model
 
     train_data, val_data = data.split("train"), data.split("val")
     if cfg.limit:
@@ -317,13 +362,18 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
     if resume:
         if not (run_dir / "last.keras").exists():
             raise FerEdgeError(f"{run_dir}: nothing to resume (no last.keras)")
-        model = keras.models.load_model(run_dir / "last.keras")
+        model = load_keras_model(run_dir / "last.keras")
         if state_path.exists():
             state = json.loads(state_path.read_text())
             start_epoch, best = int(state["epoch"]), float(state["best_val_accuracy"])
         print(f"resuming from epoch {start_epoch} (best val accuracy {best:.4f})", flush=True)
     else:
-        model = make_model(len(data.classes), cfg.spec.size, dropout=cfg.dropout)
+        stages = DEFAULT_STAGES
+        if cfg.widths:
+            if len(cfg.widths) != len(DEFAULT_STAGES):
+                raise FerEdgeError(f"widths: give {len(DEFAULT_STAGES)} channel counts, one per stage")
+            stages = tuple((w, convs) for w, (_, convs) in zip(cfg.widths, DEFAULT_STAGES))
+        model = make_model(len(data.classes), cfg.spec.size, stages, dropout=cfg.dropout, mirror=cfg.mirror)
         if cfg.init:
             init_weights(model, Path(cfg.init), data.classes)
         compile_model(model, cfg, len(train_seq))
@@ -348,7 +398,7 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
         print(f"training took {time.time() - t0:.0f} s", flush=True)
     best_path = run_dir / "best.keras"
     if best_path.exists():
-        model = keras.models.load_model(best_path)
+        model = load_keras_model(best_path)
     return model, macs
 
 

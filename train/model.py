@@ -9,6 +9,13 @@ inference graph.
 Budget: at most 50M multiply-accumulates per 48x48 face. Width goes where
 the image is small (a 3x3 conv on a 6x6 map costs 1/64 of the same conv on
 48x48), depth early is kept to one conv per stage.
+
+Mirror averaging (`mirror=True`): the model runs its backbone on the face
+and on the face flipped left to right and averages the logits, so the
+prediction cannot depend on which side of the face an expression shows
+more. Both passes count against the budget, so a mirrored model has a
+backbone of half the MACs. The flip (TFLite REVERSE_V2) and the average stay
+in the int8 graph, so the device runs one model as before.
 """
 
 from __future__ import annotations
@@ -24,18 +31,33 @@ MAC_BUDGET = 50_000_000
 DEFAULT_STAGES: tuple[tuple[int, int], ...] = ((32, 1), (64, 1), (96, 2), (160, 2), (256, 1))
 
 
+#: Name of the single-pass network inside a mirrored model.
+BACKBONE_NAME = "fer_edge_cnn"
+
+
+@keras.saving.register_keras_serializable(package="fer_edge")
+class Mirror(layers.Layer):
+    """Flips a batch of NHWC faces left to right (the width axis)."""
+
+    def call(self, x):
+        return keras.ops.flip(x, axis=2)
+
+
 def make_model(
     num_classes: int,
     input_size: int = 48,
     stages: Sequence[tuple[int, int]] = DEFAULT_STAGES,
     dropout: float = 0.4,
     weight_decay: float = 0.0,
+    mirror: bool = False,
 ) -> keras.Model:
     """Build the classifier: input (size, size, 1) float in [0, 1] -> class logits.
 
     Logits, not softmax, come out so label smoothing and soft labels train
     stably; `with_softmax` adds the softmax for export.
     """
+    if mirror:
+        return with_mirror(make_model(num_classes, input_size, stages, dropout, weight_decay))
     reg = keras.regularizers.l2(weight_decay) if weight_decay else None
     inputs = keras.Input((input_size, input_size, 1), name="face")
     x = inputs
@@ -50,7 +72,33 @@ def make_model(
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     logits = layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
-    return keras.Model(inputs, logits, name="fer_edge_cnn")
+    return keras.Model(inputs, logits, name=BACKBONE_NAME)
+
+
+def with_mirror(backbone: keras.Model) -> keras.Model:
+    """Average a logits model over the face and its mirror image (one model, two passes)."""
+    face = keras.Input(backbone.input.shape[1:], name="face")
+    flipped = Mirror(name="mirror")(face)
+    logits = layers.Average(name="mirror_average")([backbone(face), backbone(flipped)])
+    return keras.Model(face, logits, name=BACKBONE_NAME + "_mirrored")
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The single-pass network: the model itself, or the one inside a mirrored model."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and layer.name == BACKBONE_NAME:
+            return layer
+    return model
+
+
+def stages_of(model: keras.Model) -> tuple[tuple[int, int], ...]:
+    """(channels, convs) per stage, read back from the layer names `s<stage>_conv<i>`."""
+    stages: dict[int, list[int]] = {}
+    for layer in backbone_of(model).layers:
+        if isinstance(layer, layers.Conv2D) and layer.name.startswith("s") and "_conv" in layer.name:
+            stage = int(layer.name[1:layer.name.index("_")])
+            stages.setdefault(stage, []).append(layer.filters)
+    return tuple((widths[-1], len(widths)) for _, widths in sorted(stages.items()))
 
 
 def with_softmax(model: keras.Model) -> keras.Model:
@@ -60,10 +108,15 @@ def with_softmax(model: keras.Model) -> keras.Model:
 
 
 def count_macs(model: keras.Model) -> int:
-    """Multiply-accumulates for one input, counted from the layer shapes."""
+    """Multiply-accumulates for one input, counted from the layer shapes.
+
+    A nested model counts once per call, so a mirrored model costs two backbones.
+    """
     total = 0
     for layer in model.layers:
-        if isinstance(layer, layers.DepthwiseConv2D):
+        if isinstance(layer, keras.Model):
+            total += count_macs(layer) * len(layer._inbound_nodes)
+        elif isinstance(layer, layers.DepthwiseConv2D):
             kh, kw = layer.kernel_size
             _, h, w, c = layer.output.shape
             total += h * w * kh * kw * c

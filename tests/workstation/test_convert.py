@@ -99,6 +99,29 @@ def test_int8_model_matches_keras_through_the_device_runtime(model_dir, tmp_path
     assert report["split"] == "test" and report["check"]["agreement"] >= 0.9
 
 
+def test_mirrored_model_converts_to_int8_and_stays_mirror_invariant(model_dir, tmp_path, monkeypatch):
+    from fer_edge.device.runtime import TFLiteModel
+    from fer_edge.preprocess import InputEncoder
+    from fer_edge.train.model import make_model, with_softmax
+
+    run, data = model_dir
+    mirrored = tmp_path / "run"
+    mirrored.mkdir()
+    with_softmax(make_model(7, stages=((8, 1), (8, 1), (16, 1), (16, 1), (16, 1)), mirror=True)).save(
+        mirrored / "model.keras")
+    (mirrored / "classes.json").write_text(json.dumps(list(FER2013_CLASSES)))
+    out = tmp_path / "out"
+    assert _convert([str(mirrored), "--data", str(data), "--calib-samples", "35", "--out", str(out),
+                     "--no-bundle", "--max-drop", "100"], monkeypatch) == 0
+    model = TFLiteModel(out / "emotion_int8.tflite")
+    assert model.input.dtype == np.int8
+    encoder = InputEncoder(DEFAULT_SPEC, model.input.dtype, model.input.scale, model.input.zero_point)
+    face = np.random.default_rng(2).integers(0, 256, (1, 48, 48, 1), dtype=np.uint8)
+    # Face and mirror swap the two passes; the average is the same, bit for bit.
+    np.testing.assert_array_equal(model.run(encoder.encode(face))[0],
+                                  model.run(encoder.encode(np.ascontiguousarray(face[:, :, ::-1])))[0])
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing", "model not found"),
     ("not_keras", "not a Keras model file"),

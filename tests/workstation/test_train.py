@@ -132,6 +132,67 @@ def test_init_copies_backbone_and_matching_classifier(trained_run, capsys):
                                   source.get_layer("s2_conv1").get_weights()[0])
 
 
+SMALL = ((8, 1), (16, 1), (16, 2), (24, 2), (32, 1))
+
+
+def test_mirrored_model_ignores_left_right_and_pays_for_both_passes(tmp_path):
+    import numpy as np
+
+    from fer_edge.train.fit import load_keras_model
+    from fer_edge.train.model import backbone_of, count_macs, make_model, stages_of
+
+    model = make_model(7, stages=SMALL, mirror=True)
+    backbone = backbone_of(model)
+    assert backbone is not model and stages_of(model) == SMALL
+    assert count_macs(model) == 2 * count_macs(backbone) == 2 * count_macs(make_model(7, stages=SMALL))
+    faces = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
+    logits = model.predict_on_batch(faces)
+    np.testing.assert_allclose(logits, model.predict_on_batch(faces[:, :, ::-1]), atol=1e-5)
+    single = backbone.predict_on_batch(faces)
+    np.testing.assert_allclose(logits, (single + backbone.predict_on_batch(faces[:, :, ::-1])) / 2, atol=1e-5)
+    model.save(tmp_path / "m.keras")  # the Mirror layer survives a save and a load
+    np.testing.assert_allclose(load_keras_model(tmp_path / "m.keras").predict_on_batch(faces), logits, atol=1e-5)
+
+
+def test_init_slims_a_wider_model_keeping_the_largest_batch_norm_scales(trained_run, capsys):
+    import keras
+    import numpy as np
+
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.fit import init_weights
+    from fer_edge.train.model import backbone_of, make_model
+
+    run, _ = trained_run
+    source = keras.models.load_model(run / "best.keras")
+    narrow = make_model(7, stages=SMALL, mirror=True)
+    init_weights(narrow, run, FER2013_CLASSES)
+    assert "cut down to fewer channels" in capsys.readouterr().out
+    net = backbone_of(narrow)
+
+    def kept(name: str, width: int) -> np.ndarray:
+        scale = np.abs(source.get_layer(name).get_weights()[0])
+        return np.sort(np.argsort(-scale)[:width])
+
+    k0, k1 = kept("s0_bn0", 8), kept("s1_bn0", 16)
+    np.testing.assert_array_equal(net.get_layer("s0_conv0").get_weights()[0],
+                                  source.get_layer("s0_conv0").get_weights()[0][..., k0])
+    np.testing.assert_array_equal(net.get_layer("s1_conv0").get_weights()[0],
+                                  source.get_layer("s1_conv0").get_weights()[0][:, :, k0][..., k1])
+    for got, want in zip(net.get_layer("s1_bn0").get_weights(), source.get_layer("s1_bn0").get_weights()):
+        np.testing.assert_array_equal(got, want[k1])
+    k4 = kept("s4_bn0", 32)
+    kernel, bias = source.get_layer("logits").get_weights()
+    np.testing.assert_array_equal(net.get_layer("logits").get_weights()[0], kernel[k4])
+    np.testing.assert_array_equal(net.get_layer("logits").get_weights()[1], bias)
+
+
+def test_widths_option_is_validated(monkeypatch, capsys):
+    from fer_edge.train.cli import main
+
+    assert run_main(main, ["--widths", "8,16", "--limit", "4"], monkeypatch) == 2
+    assert "five positive channel counts" in capsys.readouterr().err
+
+
 def test_init_rejects_a_missing_or_foreign_model(tmp_path):
     import keras
 
