@@ -91,16 +91,6 @@ def backbone_of(model: keras.Model) -> keras.Model:
     return model
 
 
-def stages_of(model: keras.Model) -> tuple[tuple[int, int], ...]:
-    """(channels, convs) per stage, read back from the layer names `s<stage>_conv<i>`."""
-    stages: dict[int, list[int]] = {}
-    for layer in backbone_of(model).layers:
-        if isinstance(layer, layers.Conv2D) and layer.name.startswith("s") and "_conv" in layer.name:
-            stage = int(layer.name[1:layer.name.index("_")])
-            stages.setdefault(stage, []).append(layer.filters)
-    return tuple((widths[-1], len(widths)) for _, widths in sorted(stages.items()))
-
-
 def with_softmax(model: keras.Model) -> keras.Model:
     """Wrap a logits model so it outputs probabilities (what the bundle ships)."""
     probs = layers.Softmax(name="probs")(model.output)
