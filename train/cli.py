@@ -32,8 +32,12 @@ class WidthsParam(click.ParamType):
             widths = tuple(int(v) for v in str(value).split(","))
         except ValueError:
             self.fail(f"{value!r}: expected comma-separated channel counts, e.g. 32,64,96,160,256", param, ctx)
-        if len(widths) != 5 or min(widths) < 1:
-            self.fail(f"{value!r}: expected five positive channel counts, one per stage", param, ctx)
+        from fer_edge.train.model import stages_with_widths  # keras: imported only when --widths is given
+
+        try:
+            stages_with_widths(widths)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
         return widths
 
 

@@ -340,7 +340,7 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
     """Fit the edge CNN on ``train``, select on ``val``; returns the best model (logits)."""
     import keras
 
-    from fer_edge.train.model import DEFAULT_STAGES, MAC_BUDGET, count_macs, make_model
+    from fer_edge.train.model import DEFAULT_STAGES, MAC_BUDGET, count_macs, make_model, stages_with_widths
 
     train_data, val_data = data.split("train"), data.split("val")
     if cfg.limit:
@@ -368,11 +368,10 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
             start_epoch, best = int(state["epoch"]), float(state["best_val_accuracy"])
         print(f"resuming from epoch {start_epoch} (best val accuracy {best:.4f})", flush=True)
     else:
-        stages = DEFAULT_STAGES
-        if cfg.widths:
-            if len(cfg.widths) != len(DEFAULT_STAGES):
-                raise FerEdgeError(f"widths: give {len(DEFAULT_STAGES)} channel counts, one per stage")
-            stages = tuple((w, convs) for w, (_, convs) in zip(cfg.widths, DEFAULT_STAGES))
+        try:
+            stages = stages_with_widths(cfg.widths) if cfg.widths else DEFAULT_STAGES
+        except ValueError as exc:
+            raise FerEdgeError(f"widths: {exc}") from None
         model = make_model(len(data.classes), cfg.spec.size, stages, dropout=cfg.dropout, mirror=cfg.mirror)
         if cfg.init:
             init_weights(model, Path(cfg.init), data.classes)

@@ -31,6 +31,21 @@ MAC_BUDGET = 50_000_000
 DEFAULT_STAGES: tuple[tuple[int, int], ...] = ((32, 1), (64, 1), (96, 2), (160, 2), (256, 1))
 
 
+def stages_with_widths(widths: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """The default network's stages with other channel counts, one per stage.
+
+    Width is the knob that trades accuracy for MACs (a mirrored model needs
+    about half the default width to stay in budget); depth stays as designed.
+    Raises ValueError on a wrong count or a non-positive width, so the CLI and
+    code that builds a TrainConfig get the same check.
+    """
+    widths = tuple(int(w) for w in widths)
+    if len(widths) != len(DEFAULT_STAGES) or min(widths) < 1:
+        raise ValueError(f"expected {len(DEFAULT_STAGES)} positive channel counts, one per stage, "
+                         f"not {','.join(map(str, widths))}")
+    return tuple((w, convs) for w, (_, convs) in zip(widths, DEFAULT_STAGES))
+
+
 #: Name of the single-pass network inside a mirrored model.
 BACKBONE_NAME = "fer_edge_cnn"
 

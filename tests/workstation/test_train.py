@@ -190,7 +190,18 @@ def test_widths_option_is_validated(monkeypatch, capsys):
     from fer_edge.train.cli import main
 
     assert run_main(main, ["--widths", "8,16", "--limit", "4"], monkeypatch) == 2
-    assert "five positive channel counts" in capsys.readouterr().err
+    assert "5 positive channel counts" in capsys.readouterr().err
+
+
+def test_widths_keep_the_default_depth_and_reject_bad_counts():
+    from fer_edge.train.model import DEFAULT_STAGES, stages_with_widths
+
+    stages = stages_with_widths((8, 16, 24, 32, 40))
+    assert [w for w, _ in stages] == [8, 16, 24, 32, 40]
+    assert [convs for _, convs in stages] == [convs for _, convs in DEFAULT_STAGES]
+    for bad in ((8, 16), (8, 16, 0, 32, 40)):
+        with pytest.raises(ValueError, match="positive channel counts"):
+            stages_with_widths(bad)
 
 
 def test_init_rejects_a_missing_or_foreign_model(tmp_path):
