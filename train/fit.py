@@ -296,9 +296,10 @@ def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
         keep_out = keep_in if "_bn" in layer.name else None
         if layer.name.startswith("s") and "_conv" in layer.name:
             out_channels = shapes[0][-1]
-            bn = by_name.get(layer.name.replace("_conv", "_bn"))
-            scale = np.abs(bn.get_weights()[0]) if bn is not None else np.abs(src_weights[0]).sum(axis=(0, 1, 2))
-            keep_out = np.sort(np.argsort(-scale)[:out_channels])
+            bn = by_name.get(layer.name.replace("_conv", "_bn"))  # make_model puts a BN after every conv
+            if bn is None:
+                raise FerEdgeError(f"{path}: {layer.name} has no batch norm after it; not a fer-edge CNN")
+            keep_out = np.sort(np.argsort(-np.abs(bn.get_weights()[0]))[:out_channels])
         weights = _slim(src_weights, shapes, keep_in, keep_out)
         if "_conv" in layer.name:
             keep_in = keep_out
