@@ -217,39 +217,42 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
 
 
 @cli.command()
-@click.argument("model_path", type=click.Path(path_type=Path))
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), help="As for fit.")
 @click.option("--labels", type=LABELS, default="fer2013", show_default=True)
 @click.option("--ferplus", type=click.Path(path_type=Path))
 @click.option("--eight-classes", is_flag=True)
 @click.option("--split", default="test", show_default=True, help="train/val/test or a FER2013 Usage name.")
+@click.option("--mirror", is_flag=True, help="Average each model's logits over the face and its mirror image "
+                                              "(test-time flip; how --teacher scores its teachers).")
 @click.option("--json-out", type=click.Path(path_type=Path), help="Write the metrics here as JSON.")
-def evaluate(model_path, data, labels, ferplus, eight_classes, split, json_out) -> None:
-    """Score a saved .keras model on one split of a dataset."""
-    from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec
+def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, json_out) -> None:
+    """Score saved models (.keras files or run folders) on one split of a dataset.
+
+    Several MODELS are scored as one ensemble (their mean logits): the figure
+    to check before distilling from them with repeated --teacher options.
+    """
     from fer_edge.train.fit import configure_tensorflow
 
-    if not model_path.exists():
-        raise FerEdgeError(f"{model_path}: model not found")
+    for path in models:
+        if not path.exists():
+            raise FerEdgeError(f"{path}: model not found")
     dataset = _load(data, labels, ferplus, eight_classes, False)
     configure_tensorflow(0, 0)
-    from fer_edge.train.fit import load_keras_model
-    from fer_edge.train.report import write_json
+    from fer_edge.train.fit import mean_logits
+    from fer_edge.train.report import classification_metrics, write_json
 
-    model = load_keras_model(model_path)
-    spec_path = model_path.parent / "preprocess.json"
-    spec = PreprocessSpec.from_dict(json.loads(spec_path.read_text())) if spec_path.exists() else DEFAULT_SPEC
-    if model.output.shape[-1] != len(dataset.classes):
-        raise FerEdgeError(f"{model_path}: model has {model.output.shape[-1]} outputs but the data has "
-                           f"{len(dataset.classes)} classes")
-    metrics = evaluate_model(model, dataset, split, spec, None, split)
+    part = dataset.split(split)
+    logits = mean_logits(models, part.images, dataset.classes, mirror=mirror)
+    metrics = classification_metrics(part.labels, logits.argmax(1), dataset.classes)
+    what = f"{len(models)} models" if len(models) > 1 else "1 model"
     click.echo(f"{split}: top-1 {metrics['accuracy']:.2%}, macro-F1 {metrics['macro_f1']:.3f} "
-               f"on {metrics['samples']} faces")
+               f"on {metrics['samples']} faces ({what}{', mirror-averaged' if mirror else ''})")
     for name, row in metrics["per_class"].items():
         click.echo(f"  {name:>9}: P {row['precision']:.2f}  R {row['recall']:.2f}  F1 {row['f1']:.2f}  "
                    f"n={row['support']}")
     if json_out:
-        write_json(json_out, {"model": str(model_path), "split": split, **metrics})
+        write_json(json_out, {"models": [str(m) for m in models], "mirror": mirror, "split": split, **metrics})
 
 
 def main() -> None:

@@ -209,36 +209,58 @@ def _has_classes(model_path: Path, classes: tuple[str, ...]) -> bool:
     return classes_file.exists() and tuple(json.loads(classes_file.read_text())) == tuple(classes)
 
 
-def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...], temperature: float,
-                    spec: PreprocessSpec = DEFAULT_SPEC) -> np.ndarray:
-    """The teachers' class distribution for each face, averaged over teachers, the face and its mirror.
+def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...], mirror: bool = True,
+                spec: Optional[PreprocessSpec] = None, role: str = "model") -> np.ndarray:
+    """Logits averaged over several models and, with ``mirror``, over each face and its mirror image.
 
-    Offline distillation: computed once before training, so it costs one
-    inference pass per teacher instead of a teacher forward pass per step.
-    Averaging over the mirror image cancels a teacher's left/right quirks
-    (faces are symmetric enough that a mirrored face keeps its emotion), and
-    averaging teachers trained from different starts can cancel part of
-    each one's own errors. The temperature spreads probability onto the classes
-    the teachers find plausible, which is the signal hard labels lack on an
-    ambiguous face.
+    One function serves distillation targets and ``fer-train evaluate``, so
+    the ensemble that teaches a student is scored exactly as it teaches.
+    Averaging over the mirror image cancels a model's left/right quirks
+    (a mirrored face keeps its emotion), and averaging models trained from
+    different starts cancels part of each one's own errors. Each source must
+    sit beside a classes.json that matches ``classes``, because a model with
+    the right number of outputs in another order would be silently wrong.
+    With ``spec`` None, each model is fed through the preprocess.json beside
+    it (the contract it was trained with).
     """
     from fer_edge.train.report import predict_logits
 
     if not sources:
-        raise FerEdgeError("distillation needs at least one teacher")
-    mirrors = np.ascontiguousarray(faces[:, :, ::-1])
+        raise FerEdgeError(f"no {role} given")
+    mirrors = np.ascontiguousarray(faces[:, :, ::-1]) if mirror else None
     logits = np.zeros((len(faces), len(classes)), np.float32)
     for source in sources:
         path = _model_path(source)
+        model = load_keras_model(path, compile=False)
         if not _has_classes(path, classes):
-            raise FerEdgeError(f"{path}: the teacher must be a run trained on the same classes, in the same "
+            raise FerEdgeError(f"{path}: the {role} must be a run trained on the same classes, in the same "
                                f"order (no matching classes.json beside it)")
-        teacher = load_keras_model(path, compile=False)
-        if teacher.output.shape[-1] != len(classes):
-            raise FerEdgeError(f"{path}: the teacher has {teacher.output.shape[-1]} outputs, not {len(classes)}")
-        print(f"distilling from {path}: scoring {len(faces)} faces and their mirrors...", flush=True)
-        logits += (predict_logits(teacher, faces, spec) + predict_logits(teacher, mirrors, spec)) / 2
-    z = logits / np.float32(len(sources) * temperature)
+        if model.output.shape[-1] != len(classes):
+            raise FerEdgeError(f"{path}: the {role} has {model.output.shape[-1]} outputs, not {len(classes)}")
+        model_spec = spec or _spec_beside(path)
+        print(f"{role} {path}: scoring {len(faces)} faces{' and their mirrors' if mirror else ''}...", flush=True)
+        if mirrors is None:
+            logits += predict_logits(model, faces, model_spec)
+        else:
+            logits += (predict_logits(model, faces, model_spec) + predict_logits(model, mirrors, model_spec)) / 2
+    return logits / np.float32(len(sources))
+
+
+def _spec_beside(model_path: Path) -> PreprocessSpec:
+    spec_path = model_path.parent / "preprocess.json"
+    return PreprocessSpec.from_dict(json.loads(spec_path.read_text())) if spec_path.exists() else DEFAULT_SPEC
+
+
+def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...], temperature: float,
+                    spec: PreprocessSpec = DEFAULT_SPEC) -> np.ndarray:
+    """The teachers' class distribution for each face, from their mirror-averaged mean logits.
+
+    Offline distillation: computed once before training, so it costs one
+    inference pass per teacher instead of a teacher forward pass per step.
+    The temperature spreads probability onto the classes the teachers find
+    plausible, which is the signal hard labels lack on an ambiguous face.
+    """
+    z = mean_logits(sources, faces, classes, mirror=True, spec=spec, role="teacher") / np.float32(temperature)
     z -= z.max(axis=1, keepdims=True)
     probs = np.exp(z)
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)

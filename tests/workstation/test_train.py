@@ -87,7 +87,31 @@ def test_evaluate_subcommand(trained_run, monkeypatch, capsys, tmp_path):
                            "--json-out", str(out)], monkeypatch)
     assert code == 0
     assert "PublicTest: top-1" in capsys.readouterr().out
-    assert json.loads(out.read_text())["samples"] == 21
+    report = json.loads(out.read_text())
+    assert report["samples"] == 21 and report["models"] == [str(run / "model.keras")] and not report["mirror"]
+
+
+def test_evaluate_scores_an_ensemble_with_mirrors(trained_run, monkeypatch, capsys, tmp_path):
+    """Several models and --mirror give the accuracy of the mean logits that distillation uses."""
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.cli import main
+    from fer_edge.train.data import load_dataset
+    from fer_edge.train.fit import teacher_targets
+    from fer_edge.train.report import classification_metrics
+
+    run, data = trained_run
+    out = tmp_path / "ensemble.json"
+    code = run_main(main, ["evaluate", str(run), str(run / "model.keras"), "--data", str(data), "--split",
+                           "PublicTest", "--mirror", "--json-out", str(out)], monkeypatch)
+    assert code == 0
+    assert "(2 models, mirror-averaged)" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["mirror"] and report["models"] == [str(run), str(run / "model.keras")]
+    # The same figure from the distillation targets at temperature 1 (softmax keeps the argmax).
+    part = load_dataset(data).split("PublicTest")
+    probs = teacher_targets([run, run / "model.keras"], part.images, FER2013_CLASSES, temperature=1.0)
+    expected = classification_metrics(part.labels, probs.argmax(1), FER2013_CLASSES)
+    assert report["accuracy"] == expected["accuracy"]
 
 
 def test_evaluate_bad_model_is_one_line(tmp_path, monkeypatch, capsys):
