@@ -13,7 +13,7 @@ import numpy as np
 from fer_edge.cli_util import run_cli
 from fer_edge.errors import FerEdgeError
 from fer_edge.labels import validate_classes
-from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec
+from fer_edge.preprocess import PreprocessSpec, spec_beside
 
 MODE_FLAGS = {"int8": "--int8", "float16": "--float16", "dynamic": "--dynamic-range", "float32": "--float32"}
 
@@ -35,9 +35,7 @@ def run_facts(model_path: Path) -> tuple[Optional[tuple[str, ...]], PreprocessSp
     classes = None
     if (folder / "classes.json").exists():
         classes = validate_classes(json.loads((folder / "classes.json").read_text()))
-    spec = DEFAULT_SPEC
-    if (folder / "preprocess.json").exists():
-        spec = PreprocessSpec.from_dict(json.loads((folder / "preprocess.json").read_text()))
+    spec = spec_beside(model_path)
     args = {}
     if (folder / "config.json").exists():
         args = json.loads((folder / "config.json").read_text()).get("args", {})

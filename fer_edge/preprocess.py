@@ -13,7 +13,9 @@ and the per-frame path is a single ``np.take`` into the interpreter's buffer.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import cv2
@@ -49,6 +51,18 @@ class PreprocessSpec:
 
 
 DEFAULT_SPEC = PreprocessSpec()
+
+
+def spec_beside(model_path: Path) -> PreprocessSpec:
+    """The spec fer-train recorded next to a model (its run's preprocess.json), else the default.
+
+    A model must be fed as it was trained, so every tool that scores a model
+    from a run folder reads the spec from there rather than assuming one.
+    """
+    spec_path = Path(model_path).parent / "preprocess.json"
+    if not spec_path.exists():
+        return DEFAULT_SPEC
+    return PreprocessSpec.from_dict(json.loads(spec_path.read_text(encoding="utf-8")))
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from fer_edge.errors import FerEdgeError
-from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec, normalize
+from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec, normalize, spec_beside
 from fer_edge.train.augment import AugmentConfig, augment_batch
 from fer_edge.train.data import FaceData
 
@@ -237,18 +237,13 @@ def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, 
                                f"order (no matching classes.json beside it)")
         if model.output.shape[-1] != len(classes):
             raise FerEdgeError(f"{path}: the {role} has {model.output.shape[-1]} outputs, not {len(classes)}")
-        model_spec = spec or _spec_beside(path)
+        model_spec = spec or spec_beside(path)
         print(f"{role} {path}: scoring {len(faces)} faces{' and their mirrors' if mirror else ''}...", flush=True)
         if mirrors is None:
             logits += predict_logits(model, faces, model_spec)
         else:
             logits += (predict_logits(model, faces, model_spec) + predict_logits(model, mirrors, model_spec)) / 2
     return logits / np.float32(len(sources))
-
-
-def _spec_beside(model_path: Path) -> PreprocessSpec:
-    spec_path = model_path.parent / "preprocess.json"
-    return PreprocessSpec.from_dict(json.loads(spec_path.read_text())) if spec_path.exists() else DEFAULT_SPEC
 
 
 def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...], temperature: float,
