@@ -210,7 +210,7 @@ def _has_classes(model_path: Path, classes: tuple[str, ...]) -> bool:
 
 
 def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...], mirror: bool = True,
-                spec: Optional[PreprocessSpec] = None, role: str = "model") -> np.ndarray:
+                role: str = "model") -> np.ndarray:
     """Logits averaged over several models and, with ``mirror``, over each face and its mirror image.
 
     One function serves distillation targets and ``fer-train evaluate``, so
@@ -220,8 +220,8 @@ def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, 
     different starts cancels part of each one's own errors. Each source must
     sit beside a classes.json that matches ``classes``, because a model with
     the right number of outputs in another order would be silently wrong.
-    With ``spec`` None, each model is fed through the preprocess.json beside
-    it (the contract it was trained with).
+    Each model is fed through the preprocess.json beside it (the contract it
+    was trained with).
     """
     from fer_edge.train.report import predict_logits
 
@@ -237,7 +237,7 @@ def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, 
                                f"order (no matching classes.json beside it)")
         if model.output.shape[-1] != len(classes):
             raise FerEdgeError(f"{path}: the {role} has {model.output.shape[-1]} outputs, not {len(classes)}")
-        model_spec = spec or spec_beside(path)
+        model_spec = spec_beside(path)
         print(f"{role} {path}: scoring {len(faces)} faces{' and their mirrors' if mirror else ''}...", flush=True)
         if mirrors is None:
             logits += predict_logits(model, faces, model_spec)
@@ -246,16 +246,18 @@ def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, 
     return logits / np.float32(len(sources))
 
 
-def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...], temperature: float,
-                    spec: PreprocessSpec = DEFAULT_SPEC) -> np.ndarray:
+def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...],
+                    temperature: float) -> np.ndarray:
     """The teachers' class distribution for each face, from their mirror-averaged mean logits.
 
     Offline distillation: computed once before training, so it costs one
     inference pass per teacher instead of a teacher forward pass per step.
+    Each teacher is fed through its own run's preprocess.json, as it was
+    trained and as ``fer-train evaluate`` scores it, not through the student's.
     The temperature spreads probability onto the classes the teachers find
     plausible, which is the signal hard labels lack on an ambiguous face.
     """
-    z = mean_logits(sources, faces, classes, mirror=True, spec=spec, role="teacher") / np.float32(temperature)
+    z = mean_logits(sources, faces, classes, mirror=True, role="teacher") / np.float32(temperature)
     z -= z.max(axis=1, keepdims=True)
     probs = np.exp(z)
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -370,7 +372,7 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
     if cfg.teachers:  # a resumed run rebuilds the same targets
         hard = label_distributions(train_data)
         taught = teacher_targets([Path(t) for t in cfg.teachers], train_data.images, data.classes,
-                                 cfg.teacher_temperature, cfg.spec)
+                                 cfg.teacher_temperature)
         train_data = replace(train_data, soft=(1 - cfg.teacher_weight) * hard + cfg.teacher_weight * taught)
     train_seq = make_sequence(train_data, cfg, train=True)
     val_seq = make_sequence(val_data, cfg, train=False)
