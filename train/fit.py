@@ -111,13 +111,16 @@ def label_distributions(data: FaceData) -> np.ndarray:
 def make_sequence(data: FaceData, cfg: TrainConfig, train: bool):
     """A Keras `PyDataset` yielding (normalised faces, targets[, sample weights]).
 
-    Targets are label distributions: one-hot for hard labels, the FER+ vote
-    distribution for soft labels, so one loss serves both.
+    Training targets are label distributions: one-hot for hard labels, the
+    FER+ vote distribution for soft labels, so one loss serves both.
+    Validation targets are always the one-hot labels: the checkpoint is chosen
+    on the same labels that metrics.json and ``evaluate`` report, because a
+    vote distribution's argmax breaks ties unlike the majority label.
     """
     import keras
 
     num_classes = len(data.classes)
-    targets = label_distributions(data)
+    targets = label_distributions(data) if train else np.eye(num_classes, dtype=np.float32)[data.labels]
     weights = None
     if train and cfg.class_weight:
         counts = np.maximum(data.class_counts(), 1)

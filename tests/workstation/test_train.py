@@ -334,3 +334,23 @@ def test_resume_reads_a_run_written_with_a_single_teacher(trained_run, tmp_path,
     assert run_main(main, ["--resume", str(tmp_path / "old")], monkeypatch) == 0
     with open(tmp_path / "old" / "history.csv") as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1]
+
+
+def test_soft_labels_train_on_votes_but_select_on_majority_labels():
+    """A tied vote's argmax can differ from its majority label; the checkpoint must be chosen on the latter."""
+    import numpy as np
+
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.data import FaceData
+    from fer_edge.train.fit import TrainConfig, make_sequence
+
+    tie = np.zeros(7, np.float32)
+    tie[[0, 6]] = 0.5  # angry and neutral tie; the majority label says neutral
+    data = FaceData(np.zeros((2, 48, 48), np.uint8), np.array([6, 6]), np.array(["train", "train"]),
+                    FER2013_CLASSES, "generated", "-", soft=np.stack([tie, tie]))
+    cfg = TrainConfig(batch_size=2)
+    _, train_targets = make_sequence(data, cfg, train=True)[0]
+    _, val_targets = make_sequence(data, cfg, train=False)[0]
+    np.testing.assert_allclose(train_targets, np.stack([tie, tie]))
+    assert train_targets.argmax(1).tolist() == [0, 0]
+    np.testing.assert_array_equal(val_targets, np.eye(7, dtype=np.float32)[[6, 6]])
