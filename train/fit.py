@@ -101,11 +101,16 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def one_hot_labels(data: FaceData) -> np.ndarray:
+    """Each face's (majority) label as a one-hot distribution, the form the loss and accuracy metric take."""
+    return np.eye(len(data.classes), dtype=np.float32)[data.labels]
+
+
 def label_distributions(data: FaceData) -> np.ndarray:
     """Each face's target as a distribution: the soft labels if the data has them, else one-hot."""
     if data.soft is not None:
         return data.soft
-    return np.eye(len(data.classes), dtype=np.float32)[data.labels]
+    return one_hot_labels(data)
 
 
 def make_sequence(data: FaceData, cfg: TrainConfig, train: bool):
@@ -120,7 +125,7 @@ def make_sequence(data: FaceData, cfg: TrainConfig, train: bool):
     import keras
 
     num_classes = len(data.classes)
-    targets = label_distributions(data) if train else np.eye(num_classes, dtype=np.float32)[data.labels]
+    targets = label_distributions(data) if train else one_hot_labels(data)
     weights = None
     if train and cfg.class_weight:
         counts = np.maximum(data.class_counts(), 1)
