@@ -121,6 +121,10 @@ def cli() -> None:
 @click.option("--teacher-temperature", type=click.FloatRange(0, min_open=True),
               default=TrainConfig.teacher_temperature, show_default=True,
               help="Divides the teacher's logits; above 1 spreads its distribution.")
+@click.option("--teacher-views", type=click.IntRange(0), default=TrainConfig.teacher_views, show_default=True,
+              help="With --teacher: augment each training face this many times up front and let the teachers "
+                   "label each copy, so the targets describe the augmented image the student sees; epochs "
+                   "cycle through the copies. 0: the teachers label the clean face once.")
 @click.option("--widths", type=WIDTHS, help="Channels per stage, comma-separated, five of them (default "
               "32,64,96,160,256); with --init from a wider run, each layer keeps the source's channels with "
               "the largest batch-norm scale.")
@@ -136,11 +140,13 @@ def cli() -> None:
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         dropout, label_smoothing, erase_prob, warmup, ema, teacher, teacher_weight, teacher_temperature,
-        widths, mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+        teacher_views, widths, mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
 
     command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
+    if teacher_views and not teacher:
+        raise FerEdgeError("--teacher-views needs at least one --teacher to label the views")
     if resume_dir and init_from:
         raise FerEdgeError("--resume and --init do not mix: --resume continues a run with its own weights; "
                            "use --init for a new run")
@@ -166,7 +172,8 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                           class_weight=class_weight, seed=seed, threads=threads, limit=limit,
                           init=str(init_from) if init_from else None, ema=ema,
                           teachers=tuple(str(t) for t in teacher), teacher_weight=teacher_weight,
-                          teacher_temperature=teacher_temperature, widths=widths or (), mirror=mirror,
+                          teacher_temperature=teacher_temperature, teacher_views=teacher_views,
+                          widths=widths or (), mirror=mirror,
                           augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed)
     configure_tensorflow(cfg.threads, cfg.seed)

@@ -48,6 +48,7 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()  # distil from these models (.keras files or run folders), averaged
     teacher_weight: float = 0.5  # share of the teacher's distribution in each training target
     teacher_temperature: float = 2.0  # softens the teacher's logits before they become targets
+    teacher_views: int = 0  # >0: the teachers score this many augmented copies of each face (consistent teaching)
     widths: tuple[int, ...] = ()  # channels per stage (): the default network
     mirror: bool = False  # average the logits over the face and its mirror, inside the model
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -113,7 +114,11 @@ def label_distributions(data: FaceData) -> np.ndarray:
     return one_hot_labels(data)
 
 
-def make_sequence(data: FaceData, cfg: TrainConfig, train: bool):
+#: What the input pipeline still does to a teacher view: a flip, which a mirror-averaged teacher cannot tell apart.
+FLIP_ONLY = AugmentConfig(rotate_deg=0.0, shift=0.0, zoom=0.0, brightness=0.0, contrast=0.0, erase_prob=0.0)
+
+
+def make_sequence(data: FaceData, cfg: TrainConfig, train: bool, views: Optional[TeacherViews] = None):
     """A Keras `PyDataset` yielding (normalised faces, targets[, sample weights]).
 
     Training targets are label distributions: one-hot for hard labels, the
@@ -121,11 +126,16 @@ def make_sequence(data: FaceData, cfg: TrainConfig, train: bool):
     Validation targets are always the one-hot labels: the checkpoint is chosen
     on the same labels that metrics.json and ``evaluate`` report, because a
     vote distribution's argmax breaks ties unlike the majority label.
+
+    With ``views`` (training only), epoch e trains on view e mod K and that
+    view's own targets; the view is already augmented, so only a random flip
+    is added on top.
     """
     import keras
 
     num_classes = len(data.classes)
     targets = label_distributions(data) if train else one_hot_labels(data)
+    augment = cfg.augment if views is None else FLIP_ONLY
     weights = None
     if train and cfg.class_weight:
         counts = np.maximum(data.class_counts(), 1)
@@ -146,17 +156,20 @@ def make_sequence(data: FaceData, cfg: TrainConfig, train: bool):
 
         def __getitem__(self, index: int):
             idx = self.order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
-            faces = data.images[idx]
+            faces, batch_targets = data.images[idx], targets[idx]
+            if views is not None:
+                view = self.epoch % len(views.images)
+                faces, batch_targets = views.images[view][idx], views.targets[view][idx]
             if train:
                 # A per-batch generator keeps worker threads independent and the run reproducible.
                 rng = np.random.default_rng((cfg.seed, self.epoch, index))
-                pixels = augment_batch(faces, rng, cfg.augment)
+                pixels = augment_batch(faces, rng, augment)
                 x = (pixels * np.float32(cfg.spec.scale) + np.float32(cfg.spec.offset))[..., None]
             else:
                 x = normalize(faces, cfg.spec)
             if weights is not None:
-                return x, targets[idx], weights[idx]
-            return x, targets[idx]
+                return x, batch_targets, weights[idx]
+            return x, batch_targets
 
         def on_epoch_end(self) -> None:
             if train:
@@ -271,6 +284,39 @@ def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[s
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class TeacherViews:
+    """K augmented copies of the training faces, (K, N, H, W) uint8, and the targets for each, (K, N, C)."""
+
+    images: np.ndarray
+    targets: np.ndarray
+
+
+def teacher_views(sources: Sequence[Path], data: FaceData, cfg: TrainConfig) -> TeacherViews:
+    """Augment each training face ``cfg.teacher_views`` times and have the teachers label every copy.
+
+    Distilling from targets computed on the clean face while the student sees
+    an augmented one is inconsistent: once a rotation or an erased patch hides
+    the mouth, the clean face's "happy" is no longer what the image shows
+    (the four-run FER2013 teacher changes its top class on about 13% of
+    augmented training faces). Teaching on the very image the student gets is
+    "consistent teaching" (Beyer et al., 2022, "Knowledge distillation: a
+    good teacher is patient and consistent"). A teacher pass per training step
+    would cost several times the student's step on a CPU, so a fixed pool of
+    views is scored once and the epochs cycle through it.
+    """
+    hard = label_distributions(data)
+    images = np.empty((cfg.teacher_views, *data.images.shape), np.uint8)
+    targets = np.empty((cfg.teacher_views, len(data), len(data.classes)), np.float32)
+    for view in range(cfg.teacher_views):
+        rng = np.random.default_rng((cfg.seed, view))
+        np.rint(augment_batch(data.images, rng, cfg.augment), out=images[view], casting="unsafe")
+        print(f"teacher view {view + 1}/{cfg.teacher_views}", flush=True)
+        taught = teacher_targets(sources, images[view], data.classes, cfg.teacher_temperature)
+        targets[view] = (1 - cfg.teacher_weight) * hard + cfg.teacher_weight * taught
+    return TeacherViews(images, targets)
+
+
 def _slim(src_weights: list[np.ndarray], shapes: list[tuple[int, ...]], keep_in: Optional[np.ndarray],
           keep_out: Optional[np.ndarray]) -> Optional[list[np.ndarray]]:
     """Cut a wider layer's weights down to ``shapes``: input channels ``keep_in``, output channels ``keep_out``.
@@ -377,12 +423,15 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
         train_data = replace(train_data, images=train_data.images[keep], labels=train_data.labels[keep],
                              splits=train_data.splits[keep],
                              soft=None if train_data.soft is None else train_data.soft[keep])
-    if cfg.teachers:  # a resumed run rebuilds the same targets
+    views = None
+    if cfg.teachers and cfg.teacher_views:  # a resumed run rebuilds the same views and targets
+        views = teacher_views([Path(t) for t in cfg.teachers], train_data, cfg)
+    elif cfg.teachers:
         hard = label_distributions(train_data)
         taught = teacher_targets([Path(t) for t in cfg.teachers], train_data.images, data.classes,
                                  cfg.teacher_temperature)
         train_data = replace(train_data, soft=(1 - cfg.teacher_weight) * hard + cfg.teacher_weight * taught)
-    train_seq = make_sequence(train_data, cfg, train=True)
+    train_seq = make_sequence(train_data, cfg, train=True, views=views)
     val_seq = make_sequence(val_data, cfg, train=False)
 
     start_epoch, best = 0, -1.0

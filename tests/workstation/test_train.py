@@ -310,13 +310,53 @@ def test_distillation_with_weight_average_trains_and_records_its_recipe(trained_
     code = run_main(main, ["--data", str(data), "--out", str(tmp_path), "--name", "kd", "--epochs", "2",
                            "--batch-size", "8", "--seed", "3", "--threads", "2", "--init", str(run),
                            "--teacher", str(run), "--teacher", str(run / "model.keras"), "--teacher-weight", "0.7",
-                           "--ema", "0.9"], monkeypatch)
+                           "--teacher-views", "2", "--ema", "0.9"], monkeypatch)
     assert code == 0
     cfg = json.loads((tmp_path / "kd" / "config.json").read_text())["train"]
     assert cfg["teachers"] == [str(run), str(run / "model.keras")]
-    assert cfg["teacher_weight"] == 0.7 and cfg["ema"] == 0.9
+    assert cfg["teacher_weight"] == 0.7 and cfg["ema"] == 0.9 and cfg["teacher_views"] == 2
     m = json.loads((tmp_path / "kd" / "metrics.json").read_text())
     assert m["epochs_run"] == 2 and 0.0 <= m["accuracy"] <= 1.0
+
+
+def test_teacher_views_without_a_teacher_is_a_one_line_error(monkeypatch, capsys):
+    from fer_edge.train.cli import main
+
+    assert run_main(main, ["--teacher-views", "2"], monkeypatch) != 0
+    err = capsys.readouterr().err
+    assert "--teacher-views needs at least one --teacher" in err and "Traceback" not in err
+
+
+def test_teacher_views_label_the_augmented_copy_the_student_sees(trained_run):
+    """Each epoch trains on one pre-augmented view with the teachers' targets for that very view."""
+    import numpy as np
+
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.data import FaceData
+    from fer_edge.train.fit import TrainConfig, make_sequence, teacher_targets, teacher_views
+
+    run, _ = trained_run
+    faces = np.random.default_rng(0).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    data = FaceData(faces, np.arange(6) % 7, np.array(["train"] * 6), FER2013_CLASSES, "generated", "-")
+    cfg = TrainConfig(batch_size=6, teacher_views=2, teacher_weight=1.0, teacher_temperature=1.0)
+    views = teacher_views([run], data, cfg)
+    assert views.images.shape == (2, 6, 48, 48) and views.images.dtype == np.uint8
+    assert views.targets.shape == (2, 6, 7)
+    assert not np.array_equal(views.images[0], faces) and not np.array_equal(views.images[0], views.images[1])
+    for view in range(2):  # with teacher weight 1 the target is the teachers' distribution for the view itself
+        np.testing.assert_allclose(views.targets[view],
+                                   teacher_targets([run], views.images[view], FER2013_CLASSES, 1.0), atol=1e-5)
+    seq = make_sequence(data, cfg, train=True, views=views)
+    idx = seq.order[:6]
+    for epoch in range(3):
+        seq.epoch = epoch
+        x, y = seq[0]
+        view = epoch % 2
+        np.testing.assert_allclose(y, views.targets[view][idx])
+        # The pipeline adds only a flip, which leaves a mirror-averaged teacher's target valid.
+        pixels = np.rint((x[..., 0] - cfg.spec.offset) / cfg.spec.scale)
+        for got, want in zip(pixels, views.images[view][idx]):
+            assert np.array_equal(got, want) or np.array_equal(got, want[:, ::-1])
 
 
 def test_resume_reads_a_run_written_with_a_single_teacher(trained_run, tmp_path, monkeypatch):
