@@ -297,9 +297,8 @@ def teacher_views(sources: Sequence[Path], data: FaceData, cfg: TrainConfig) -> 
 
     Distilling from targets computed on the clean face while the student sees
     an augmented one is inconsistent: once a rotation or an erased patch hides
-    the mouth, the clean face's "happy" is no longer what the image shows
-    (the four-run FER2013 teacher changes its top class on about 13% of
-    augmented training faces). Teaching on the very image the student gets is
+    the mouth, the clean face's "happy" is no longer what the image shows.
+    Teaching on the very image the student gets is
     "consistent teaching" (Beyer et al., 2022, "Knowledge distillation: a
     good teacher is patient and consistent"). A teacher pass per training step
     would cost several times the student's step on a CPU, so a fixed pool of
