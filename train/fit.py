@@ -135,7 +135,9 @@ def make_sequence(data: FaceData, cfg: TrainConfig, train: bool, views: Optional
 
     num_classes = len(data.classes)
     targets = label_distributions(data) if train else one_hot_labels(data)
-    augment = cfg.augment if views is None else FLIP_ONLY
+    # --no-augment (or no flip) still means exactly that for a view.
+    augment = cfg.augment if views is None else replace(FLIP_ONLY, enabled=cfg.augment.enabled,
+                                                        flip=cfg.augment.flip)
     weights = None
     if train and cfg.class_weight:
         counts = np.maximum(data.class_counts(), 1)
@@ -298,9 +300,9 @@ def teacher_views(sources: Sequence[Path], data: FaceData, cfg: TrainConfig) -> 
     Distilling from targets computed on the clean face while the student sees
     an augmented one is inconsistent: once a rotation or an erased patch hides
     the mouth, the clean face's "happy" is no longer what the image shows.
-    Teaching on the very image the student gets is
-    "consistent teaching" (Beyer et al., 2022, "Knowledge distillation: a
-    good teacher is patient and consistent"). A teacher pass per training step
+    Teaching on the very image the student gets is "consistent teaching"
+    (Beyer et al., 2022, "Knowledge distillation: a good teacher is patient
+    and consistent"). A teacher pass per training step
     would cost several times the student's step on a CPU, so a fixed pool of
     views is scored once and the epochs cycle through it.
     """
