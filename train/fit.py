@@ -158,8 +158,9 @@ def make_sequence(data: FaceData, cfg: TrainConfig, train: bool, views: Optional
 
         def __getitem__(self, index: int):
             idx = self.order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
-            faces, batch_targets = data.images[idx], targets[idx]
-            if views is not None:
+            if views is None:
+                faces, batch_targets = data.images[idx], targets[idx]
+            else:
                 view = self.epoch % len(views.images)
                 faces, batch_targets = views.images[view][idx], views.targets[view][idx]
             if train:
@@ -286,6 +287,15 @@ def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[s
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def distillation_targets(sources: Sequence[Path], faces: np.ndarray, data: FaceData, cfg: TrainConfig) -> np.ndarray:
+    """Each face's training target: ``cfg.teacher_weight`` of the teachers' distribution, the rest its label.
+
+    ``faces`` are ``data``'s faces as the teachers should see them: as they are, or an augmented copy.
+    """
+    taught = teacher_targets(sources, faces, data.classes, cfg.teacher_temperature)
+    return (1 - cfg.teacher_weight) * label_distributions(data) + cfg.teacher_weight * taught
+
+
 @dataclass(frozen=True)
 class TeacherViews:
     """K augmented copies of the training faces, (K, N, H, W) uint8, and the targets for each, (K, N, C)."""
@@ -302,19 +312,17 @@ def teacher_views(sources: Sequence[Path], data: FaceData, cfg: TrainConfig) -> 
     the mouth, the clean face's "happy" is no longer what the image shows.
     Teaching on the very image the student gets is "consistent teaching"
     (Beyer et al., 2022, "Knowledge distillation: a good teacher is patient
-    and consistent"). A teacher pass per training step
-    would cost several times the student's step on a CPU, so a fixed pool of
-    views is scored once and the epochs cycle through it.
+    and consistent"). A teacher pass per training step would cost several
+    times the student's step on a CPU, so a fixed pool of views is scored
+    once and the epochs cycle through it.
     """
-    hard = label_distributions(data)
     images = np.empty((cfg.teacher_views, *data.images.shape), np.uint8)
     targets = np.empty((cfg.teacher_views, len(data), len(data.classes)), np.float32)
     for view in range(cfg.teacher_views):
         rng = np.random.default_rng((cfg.seed, view))
         np.rint(augment_batch(data.images, rng, cfg.augment), out=images[view], casting="unsafe")
         print(f"teacher view {view + 1}/{cfg.teacher_views}", flush=True)
-        taught = teacher_targets(sources, images[view], data.classes, cfg.teacher_temperature)
-        targets[view] = (1 - cfg.teacher_weight) * hard + cfg.teacher_weight * taught
+        targets[view] = distillation_targets(sources, images[view], data, cfg)
     return TeacherViews(images, targets)
 
 
@@ -425,13 +433,11 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
                              splits=train_data.splits[keep],
                              soft=None if train_data.soft is None else train_data.soft[keep])
     views = None
-    if cfg.teachers and cfg.teacher_views:  # a resumed run rebuilds the same views and targets
-        views = teacher_views([Path(t) for t in cfg.teachers], train_data, cfg)
-    elif cfg.teachers:
-        hard = label_distributions(train_data)
-        taught = teacher_targets([Path(t) for t in cfg.teachers], train_data.images, data.classes,
-                                 cfg.teacher_temperature)
-        train_data = replace(train_data, soft=(1 - cfg.teacher_weight) * hard + cfg.teacher_weight * taught)
+    teachers = [Path(t) for t in cfg.teachers]
+    if teachers and cfg.teacher_views:  # a resumed run rebuilds the same views and targets
+        views = teacher_views(teachers, train_data, cfg)
+    elif teachers:
+        train_data = replace(train_data, soft=distillation_targets(teachers, train_data.images, train_data, cfg))
     train_seq = make_sequence(train_data, cfg, train=True, views=views)
     val_seq = make_sequence(val_data, cfg, train=False)
 
