@@ -63,3 +63,28 @@ def augment_batch(faces: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
             y, x = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
             out[i, y:y + eh, x:x + ew] = rng.uniform(0, 255, (eh, ew))
     return out
+
+
+#: The fixed transforms a teacher or ``fer-train evaluate --tta`` averages over, as
+#: (dx, dy, scale): the face as it is, shifted 2 px each way, zoomed in and out ~8%.
+#: 2 px and 8% stay inside the training augmentation's ranges, so each copy is
+#: a face the models learned to read.
+TTA_TRANSFORMS: tuple[tuple[int, int, float], ...] = (
+    (0, 0, 1.0), (2, 0, 1.0), (-2, 0, 1.0), (0, 2, 1.0), (0, -2, 1.0), (0, 0, 1.08), (0, 0, 0.93))
+
+
+def warp_batch(faces: np.ndarray, dx: float, dy: float, scale: float) -> np.ndarray:
+    """A (N, H, W) uint8 batch shifted by (dx, dy) pixels and scaled about the centre, still uint8.
+
+    The same affine warp and reflected border as ``augment_batch``, so a
+    test-time copy looks like the training copies did.
+    """
+    n, h, w = faces.shape
+    if (dx, dy, scale) == (0, 0, 1.0):
+        return faces
+    m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), 0.0, scale)
+    m[:, 2] += (dx, dy)
+    out = np.empty_like(faces)
+    for i in range(n):
+        cv2.warpAffine(faces[i], m, (w, h), dst=out[i], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return out

@@ -125,6 +125,9 @@ def cli() -> None:
               help="With --teacher: augment each training face this many times up front and let the teachers "
                    "label each copy, so the targets describe the augmented image the student sees; epochs "
                    "cycle through the copies. 0: the teachers label the clean face once.")
+@click.option("--teacher-tta", is_flag=True,
+              help="With --teacher: the teachers also average their logits over small shifts and zooms of each "
+                   "face (14 copies with the mirrors), a steadier target; costs 7x the teacher passes, once.")
 @click.option("--widths", type=WIDTHS, help="Channels per stage, comma-separated, five of them (default "
               "32,64,96,160,256); with --init from a wider run, each layer keeps the source's channels with "
               "the largest batch-norm scale.")
@@ -140,13 +143,15 @@ def cli() -> None:
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         dropout, label_smoothing, erase_prob, warmup, ema, teacher, teacher_weight, teacher_temperature,
-        teacher_views, widths, mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+        teacher_views, teacher_tta, widths, mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
 
     command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
     if teacher_views and not teacher:
         raise FerEdgeError("--teacher-views needs at least one --teacher to label the views")
+    if teacher_tta and not teacher:
+        raise FerEdgeError("--teacher-tta needs at least one --teacher to average")
     if resume_dir and init_from:
         raise FerEdgeError("--resume and --init do not mix: --resume continues a run with its own weights; "
                            "use --init for a new run")
@@ -173,6 +178,7 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                           init=str(init_from) if init_from else None, ema=ema,
                           teachers=tuple(str(t) for t in teacher), teacher_weight=teacher_weight,
                           teacher_temperature=teacher_temperature, teacher_views=teacher_views,
+                          teacher_tta=teacher_tta,
                           widths=widths or (), mirror=mirror,
                           augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed)
@@ -232,8 +238,10 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
 @click.option("--split", default="test", show_default=True, help="train/val/test or a FER2013 Usage name.")
 @click.option("--mirror", is_flag=True, help="Average each model's logits over the face and its mirror image "
                                               "(test-time flip; how --teacher scores its teachers).")
+@click.option("--tta", is_flag=True, help="Also average over small shifts and zooms of each face "
+                                          "(how --teacher-tta scores its teachers).")
 @click.option("--json-out", type=click.Path(path_type=Path), help="Write the metrics here as JSON.")
-def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, json_out) -> None:
+def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, tta, json_out) -> None:
     """Score saved models (.keras files or run folders) on one split of a dataset.
 
     Several MODELS are scored as one ensemble (their mean logits): the figure
@@ -250,16 +258,17 @@ def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, json_o
     from fer_edge.train.report import classification_metrics, write_json
 
     part = dataset.split(split)
-    logits = mean_logits(models, part.images, dataset.classes, mirror=mirror)
+    logits = mean_logits(models, part.images, dataset.classes, mirror=mirror, tta=tta)
     metrics = classification_metrics(part.labels, logits.argmax(1), dataset.classes)
     what = f"{len(models)} models" if len(models) > 1 else "1 model"
     click.echo(f"{split}: top-1 {metrics['accuracy']:.2%}, macro-F1 {metrics['macro_f1']:.3f} "
-               f"on {metrics['samples']} faces ({what}{', mirror-averaged' if mirror else ''})")
+               f"on {metrics['samples']} faces ({what}{', mirror-averaged' if mirror else ''}"
+               f"{', shift/zoom-averaged' if tta else ''})")
     for name, row in metrics["per_class"].items():
         click.echo(f"  {name:>9}: P {row['precision']:.2f}  R {row['recall']:.2f}  F1 {row['f1']:.2f}  "
                    f"n={row['support']}")
     if json_out:
-        write_json(json_out, {"models": [str(m) for m in models], "mirror": mirror, "split": split, **metrics})
+        write_json(json_out, {"models": [str(m) for m in models], "mirror": mirror, "tta": tta, "split": split, **metrics})
 
 
 def main() -> None:

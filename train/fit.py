@@ -23,7 +23,7 @@ import numpy as np
 
 from fer_edge.errors import FerEdgeError
 from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec, normalize, spec_beside
-from fer_edge.train.augment import AugmentConfig, augment_batch
+from fer_edge.train.augment import TTA_TRANSFORMS, AugmentConfig, augment_batch, warp_batch
 from fer_edge.train.data import FaceData
 
 
@@ -49,6 +49,7 @@ class TrainConfig:
     teacher_weight: float = 0.5  # share of the teacher's distribution in each training target
     teacher_temperature: float = 2.0  # softens the teacher's logits before they become targets
     teacher_views: int = 0  # >0: the teachers score this many augmented copies of each face (consistent teaching)
+    teacher_tta: bool = False  # the teachers also average over TTA_TRANSFORMS' shifts and zooms
     widths: tuple[int, ...] = ()  # channels per stage (): the default network
     mirror: bool = False  # average the logits over the face and its mirror, inside the model
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -234,8 +235,14 @@ def _has_classes(model_path: Path, classes: tuple[str, ...]) -> bool:
 
 
 def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...], mirror: bool = True,
-                role: str = "model") -> np.ndarray:
+                role: str = "model", tta: bool = False) -> np.ndarray:
     """Logits averaged over several models and, with ``mirror``, over each face and its mirror image.
+
+    With ``tta``, also over the small shifts and zooms of ``TTA_TRANSFORMS``
+    (each mirrored too when ``mirror``): a model's reading of a face should
+    not hinge on where the crop put it by a pixel or two, and averaging the
+    copies cancels that jitter. It costs one pass per copy, which a teacher
+    pays once, offline, and the student never does.
 
     One function serves distillation targets and ``fer-train evaluate``, so
     the ensemble that teaches a student is scored exactly as it teaches.
@@ -247,32 +254,34 @@ def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, 
     Each model is fed through the preprocess.json beside it (the contract it
     was trained with).
     """
+    from fer_edge.train.model import logits_of
     from fer_edge.train.report import predict_logits
 
     if not sources:
         raise FerEdgeError(f"no {role} given")
-    mirrors = np.ascontiguousarray(faces[:, :, ::-1]) if mirror else None
+    copies = [warp_batch(faces, *t) for t in (TTA_TRANSFORMS if tta else TTA_TRANSFORMS[:1])]
+    if mirror:
+        copies += [np.ascontiguousarray(c[:, :, ::-1]) for c in copies]
     logits = np.zeros((len(faces), len(classes)), np.float32)
     for source in sources:
         path = _model_path(source)
-        model = load_keras_model(path, compile=False)
+        model = logits_of(load_keras_model(path, compile=False))
         if not _has_classes(path, classes):
             raise FerEdgeError(f"{path}: the {role} must be a run trained on the same classes, in the same "
                                f"order (no matching classes.json beside it)")
         if model.output.shape[-1] != len(classes):
             raise FerEdgeError(f"{path}: the {role} has {model.output.shape[-1]} outputs, not {len(classes)}")
         model_spec = spec_beside(path)
-        print(f"{role} {path}: scoring {len(faces)} faces{' and their mirrors' if mirror else ''}...", flush=True)
-        if mirrors is None:
-            logits += predict_logits(model, faces, model_spec)
-        else:
-            logits += (predict_logits(model, faces, model_spec) + predict_logits(model, mirrors, model_spec)) / 2
+        print(f"{role} {path}: scoring {len(faces)} faces x {len(copies)} copies...", flush=True)
+        logits += sum(predict_logits(model, c, model_spec) for c in copies) / np.float32(len(copies))
     return logits / np.float32(len(sources))
 
 
 def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...],
-                    temperature: float) -> np.ndarray:
+                    temperature: float, tta: bool = False) -> np.ndarray:
     """The teachers' class distribution for each face, from their mirror-averaged mean logits.
+
+    With ``tta`` the logits are also averaged over ``TTA_TRANSFORMS``' shifts and zooms.
 
     Offline distillation: computed once before training, so it costs one
     inference pass per teacher instead of a teacher forward pass per step.
@@ -281,7 +290,7 @@ def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[s
     The temperature spreads probability onto the classes the teachers find
     plausible, which is the signal hard labels lack on an ambiguous face.
     """
-    z = mean_logits(sources, faces, classes, mirror=True, role="teacher") / np.float32(temperature)
+    z = mean_logits(sources, faces, classes, mirror=True, role="teacher", tta=tta) / np.float32(temperature)
     z -= z.max(axis=1, keepdims=True)
     probs = np.exp(z)
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -292,7 +301,7 @@ def distillation_targets(sources: Sequence[Path], faces: np.ndarray, data: FaceD
 
     ``faces`` are ``data``'s faces as the teachers should see them: as they are, or an augmented copy.
     """
-    taught = teacher_targets(sources, faces, data.classes, cfg.teacher_temperature)
+    taught = teacher_targets(sources, faces, data.classes, cfg.teacher_temperature, cfg.teacher_tta)
     return (1 - cfg.teacher_weight) * label_distributions(data) + cfg.teacher_weight * taught
 
 

@@ -112,6 +112,20 @@ def with_softmax(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, probs, name=model.name + "_probs")
 
 
+def logits_of(model: keras.Model) -> keras.Model:
+    """The logits model: ``model`` itself, or the one inside a ``with_softmax`` wrapper.
+
+    A run's ``model.keras`` (the file committed under train/results) ends in
+    the softmax the bundle ships, while ensembles and distillation average
+    logits: probabilities divided by a temperature would make a near-uniform
+    target, with no error to show for it.
+    """
+    last = model.layers[-1]
+    if isinstance(last, layers.Softmax):
+        return keras.Model(model.input, last.input, name=model.name.removesuffix("_probs"))
+    return model
+
+
 def count_macs(model: keras.Model) -> int:
     """Multiply-accumulates for one input, counted from the layer shapes.
 
