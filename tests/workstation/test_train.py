@@ -114,6 +114,65 @@ def test_evaluate_scores_an_ensemble_with_mirrors(trained_run, monkeypatch, caps
     assert report["accuracy"] == expected["accuracy"]
 
 
+def test_evaluate_tta_averages_shifted_and_zoomed_copies(trained_run, monkeypatch, capsys, tmp_path):
+    """--tta scores the mean logits over TTA_TRANSFORMS' copies of each face and their mirrors."""
+    import numpy as np
+
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.preprocess import DEFAULT_SPEC
+    from fer_edge.train.augment import TTA_TRANSFORMS, warp_batch
+    from fer_edge.train.cli import main
+    from fer_edge.train.data import load_dataset
+    from fer_edge.train.fit import load_keras_model, mean_logits
+    from fer_edge.train.report import classification_metrics, predict_logits
+
+    run, data = trained_run
+    part = load_dataset(data).split("PublicTest")
+    model = load_keras_model(run / "best.keras", compile=False)
+    copies = [warp_batch(part.images, *t) for t in TTA_TRANSFORMS]
+    copies += [np.ascontiguousarray(c[:, :, ::-1]) for c in copies]
+    expected = sum(predict_logits(model, c, DEFAULT_SPEC) for c in copies) / len(copies)
+    got = mean_logits([run], part.images, FER2013_CLASSES, mirror=True, tta=True)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+    out = tmp_path / "tta.json"
+    code = run_main(main, ["evaluate", str(run), "--data", str(data), "--split", "PublicTest", "--mirror", "--tta",
+                           "--json-out", str(out)], monkeypatch)
+    assert code == 0
+    assert "(1 model, mirror-averaged, shift/zoom-averaged)" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["tta"] and report["mirror"]
+    assert report["accuracy"] == classification_metrics(part.labels, got.argmax(1), FER2013_CLASSES)["accuracy"]
+
+
+def test_a_runs_softmax_model_teaches_with_its_logits(trained_run):
+    """model.keras ends in a softmax; a teacher read from it must give the same targets as its logits model."""
+    import numpy as np
+
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.fit import teacher_targets
+
+    run, _ = trained_run
+    faces = np.random.default_rng(2).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    from_logits = teacher_targets([run], faces, FER2013_CLASSES, temperature=2.0)
+    from_probs = teacher_targets([run / "model.keras"], faces, FER2013_CLASSES, temperature=2.0)
+    np.testing.assert_allclose(from_probs, from_logits, atol=1e-5)
+
+
+def test_warp_batch_moves_faces_by_whole_pixels_and_keeps_uint8():
+    import numpy as np
+
+    from fer_edge.train.augment import TTA_TRANSFORMS, warp_batch
+
+    faces = np.random.default_rng(3).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    assert TTA_TRANSFORMS[0] == (0, 0, 1.0) and warp_batch(faces, 0, 0, 1.0) is faces
+    right, down = warp_batch(faces, 2, 0, 1.0), warp_batch(faces, 0, 2, 1.0)
+    assert right.dtype == np.uint8 and right.shape == faces.shape
+    assert np.array_equal(right[:, :, 2:], faces[:, :, :-2]) and np.array_equal(down[:, 2:], faces[:, :-2])
+    zoomed = warp_batch(faces, 0, 0, 1.08)
+    assert not np.array_equal(zoomed, faces)
+
+
 def test_evaluate_bad_model_is_one_line(tmp_path, monkeypatch, capsys):
     from fer_edge.train.cli import main
 
@@ -310,11 +369,11 @@ def test_distillation_with_weight_average_trains_and_records_its_recipe(trained_
     code = run_main(main, ["--data", str(data), "--out", str(tmp_path), "--name", "kd", "--epochs", "2",
                            "--batch-size", "8", "--seed", "3", "--threads", "2", "--init", str(run),
                            "--teacher", str(run), "--teacher", str(run / "model.keras"), "--teacher-weight", "0.7",
-                           "--teacher-views", "2", "--ema", "0.9"], monkeypatch)
+                           "--teacher-views", "2", "--teacher-tta", "--ema", "0.9"], monkeypatch)
     assert code == 0
     cfg = json.loads((tmp_path / "kd" / "config.json").read_text())["train"]
     assert cfg["teachers"] == [str(run), str(run / "model.keras")]
-    assert cfg["teacher_weight"] == 0.7 and cfg["ema"] == 0.9 and cfg["teacher_views"] == 2
+    assert cfg["teacher_weight"] == 0.7 and cfg["ema"] == 0.9 and cfg["teacher_views"] == 2 and cfg["teacher_tta"]
     m = json.loads((tmp_path / "kd" / "metrics.json").read_text())
     assert m["epochs_run"] == 2 and 0.0 <= m["accuracy"] <= 1.0
 
@@ -325,6 +384,14 @@ def test_teacher_views_without_a_teacher_is_a_one_line_error(monkeypatch, capsys
     assert run_main(main, ["--teacher-views", "2"], monkeypatch) != 0
     err = capsys.readouterr().err
     assert "--teacher-views needs at least one --teacher" in err and "Traceback" not in err
+
+
+def test_teacher_tta_without_a_teacher_is_a_one_line_error(monkeypatch, capsys):
+    from fer_edge.train.cli import main
+
+    assert run_main(main, ["--teacher-tta"], monkeypatch) != 0
+    err = capsys.readouterr().err
+    assert "--teacher-tta needs at least one --teacher" in err and "Traceback" not in err
 
 
 def test_teacher_views_label_the_augmented_copy_the_student_sees(trained_run):
