@@ -143,7 +143,8 @@ def cli() -> None:
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         dropout, label_smoothing, erase_prob, warmup, ema, teacher, teacher_weight, teacher_temperature,
-        teacher_views, teacher_tta, widths, mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+        teacher_views, teacher_tta, widths, mirror, class_weight, no_augment, seed, threads, limit, skip_bad,
+        report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
 
@@ -268,7 +269,8 @@ def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, tta, j
         click.echo(f"  {name:>9}: P {row['precision']:.2f}  R {row['recall']:.2f}  F1 {row['f1']:.2f}  "
                    f"n={row['support']}")
     if json_out:
-        write_json(json_out, {"models": [str(m) for m in models], "mirror": mirror, "tta": tta, "split": split, **metrics})
+        write_json(json_out, {"models": [str(m) for m in models], "mirror": mirror, "tta": tta, "split": split,
+                              **metrics})
 
 
 def main() -> None:
