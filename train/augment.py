@@ -66,8 +66,8 @@ def augment_batch(faces: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
 
 
 #: The fixed transforms a teacher or ``fer-train evaluate --tta`` averages over, as
-#: (dx, dy, scale): the face as it is, shifted 2 px each way, zoomed in and out ~8%.
-#: 2 px and 8% stay inside the training augmentation's ranges, so each copy is
+#: (dx, dy, scale): the face as it is, shifted 2 px each way, zoomed by 1.08 and 0.93.
+#: These stay inside the training augmentation's ranges, so each copy is
 #: a face the models learned to read.
 TTA_TRANSFORMS: tuple[tuple[int, int, float], ...] = (
     (0, 0, 1.0), (2, 0, 1.0), (-2, 0, 1.0), (0, 2, 1.0), (0, -2, 1.0), (0, 0, 1.08), (0, 0, 0.93))

@@ -127,7 +127,7 @@ def cli() -> None:
                    "cycle through the copies. 0: the teachers label the clean face once.")
 @click.option("--teacher-tta", is_flag=True,
               help="With --teacher: the teachers also average their logits over small shifts and zooms of each "
-                   "face (14 copies with the mirrors), a steadier target; costs 7x the teacher passes, once.")
+                   "face (14 copies with the mirrors), a steadier target; seven times as many teacher passes, once.")
 @click.option("--widths", type=WIDTHS, help="Channels per stage, comma-separated, five of them (default "
               "32,64,96,160,256); with --init from a wider run, each layer keeps the source's channels with "
               "the largest batch-norm scale.")
