@@ -155,22 +155,33 @@ def _parse_fer_row(row: list[str], line: int, path: Path) -> tuple[int, np.ndarr
     return emotion, pixels.astype(np.uint8).reshape(48, 48), usage
 
 
-def _read_fer2013(path: Path, skip_bad: bool, keep_rows: bool = False):
-    """Parse the CSV; returns arrays plus, with `keep_rows`, the file row index of each sample."""
+@dataclass
+class _BadInput:
+    """What an opt-in ``skip_bad`` load dropped; without it the first bad row or file is the error."""
+
+    skip_bad: bool
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)  # the first few errors, for the summary line
+
+    def absorb(self, exc: FerEdgeError) -> None:
+        """Count `exc` and go on, or re-raise it when skipping was not asked for."""
+        if not self.skip_bad:
+            raise exc
+        self.skipped += 1
+        if len(self.notes) < 5:
+            self.notes.append(str(exc))
+
+
+def _read_fer2013(path: Path, bad: _BadInput):
+    """Parse the CSV; returns arrays plus the file row index of each sample and the row count."""
     images, labels, usages, rows = [], [], [], []
-    skipped = 0
-    notes: list[str] = []
     n_rows = 0
     for index, (line, row) in enumerate(_rows(path, FER2013_HEADER)):
         n_rows += 1
         try:
             emotion, pixels, usage = _parse_fer_row(row, line, path)
         except FerEdgeError as exc:
-            if not skip_bad:
-                raise
-            skipped += 1
-            if len(notes) < 5:
-                notes.append(str(exc))
+            bad.absorb(exc)
             continue
         images.append(pixels)
         labels.append(emotion)
@@ -179,15 +190,16 @@ def _read_fer2013(path: Path, skip_bad: bool, keep_rows: bool = False):
     if not images:
         raise FerEdgeError(f"{path}: no usable rows")
     return (np.stack(images), np.asarray(labels, np.int64), np.asarray(usages),
-            np.asarray(rows, np.int64), n_rows, skipped, notes)
+            np.asarray(rows, np.int64), n_rows)
 
 
 def load_fer2013(path: Path | str, skip_bad: bool = False) -> FaceData:
     """Load ``fer2013.csv`` or ``fer2013.csv.gz`` (header ``emotion,pixels,Usage``)."""
     path = Path(path)
-    images, labels, splits, _, _, skipped, notes = _read_fer2013(path, skip_bad)
+    bad = _BadInput(skip_bad)
+    images, labels, splits, _, _ = _read_fer2013(path, bad)
     return FaceData(images, labels, splits, FER2013_CLASSES, str(path), sha256_file(path),
-                    skipped=skipped, notes=notes)
+                    skipped=bad.skipped, notes=bad.notes)
 
 
 def load_ferplus(
@@ -206,7 +218,8 @@ def load_ferplus(
     majority class; with `soft` the vote distribution is kept in `soft`.
     """
     fer_path, ferplus_path = Path(fer_path), Path(ferplus_path)
-    images, _, splits, row_index, n_rows, skipped, notes = _read_fer2013(fer_path, skip_bad)
+    bad = _BadInput(skip_bad)
+    images, _, splits, row_index, n_rows = _read_fer2013(fer_path, bad)
     classes = FERPLUS8_CLASSES if eight_classes else FER2013_CLASSES
     # Column order in the file -> our class index (-1 for contempt in 7-class mode).
     col_to_class = np.array([classes.index(FERPLUS_COLUMNS[c]) if FERPLUS_COLUMNS[c] in classes else -1
@@ -254,12 +267,12 @@ def load_ferplus(
     if not keep:
         raise FerEdgeError(f"{ferplus_path}: no rows left after the FER+ drop rules")
     keep_arr = np.asarray(keep)
-    notes = notes + [f"FER+ dropped {dropped} rows (not a face, unknown, NF or contempt)"]
+    notes = bad.notes + [f"FER+ dropped {dropped} rows (not a face, unknown, NF or contempt)"]
     checksum = hashlib.sha256((sha256_file(fer_path) + sha256_file(ferplus_path)).encode()).hexdigest()
     return FaceData(
         images[keep_arr], np.asarray(labels, np.int64), splits[keep_arr], classes,
         f"{fer_path}+{ferplus_path}", checksum,
-        soft=np.stack(dists) if soft else None, skipped=skipped, notes=notes,
+        soft=np.stack(dists) if soft else None, skipped=bad.skipped, notes=notes,
     )
 
 
@@ -271,7 +284,7 @@ def _read_image(path: Path, spec: PreprocessSpec) -> np.ndarray:
 
 
 def _folder_split(root: Path, name: str, classes: Optional[tuple[str, ...]], spec: PreprocessSpec,
-                  skip_bad: bool, digest) -> tuple[list, list, tuple[str, ...], int, list[str]]:
+                  bad: _BadInput, digest) -> tuple[list, list, tuple[str, ...]]:
     folder = root / name
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
@@ -279,7 +292,7 @@ def _folder_split(root: Path, name: str, classes: Optional[tuple[str, ...]], spe
     names = tuple(p.name for p in class_dirs)
     if classes is None:
         classes = validate_classes(names)
-    images, labels, skipped, notes = [], [], 0, []
+    images, labels = [], []
     for class_dir in class_dirs:
         if class_dir.name not in classes:
             raise FerEdgeError(f"{class_dir}: class '{class_dir.name}' is not in the train classes {list(classes)}")
@@ -290,17 +303,13 @@ def _folder_split(root: Path, name: str, classes: Optional[tuple[str, ...]], spe
             try:
                 face = _read_image(path, spec)
             except FerEdgeError as exc:
-                if not skip_bad:
-                    raise
-                skipped += 1
-                if len(notes) < 5:
-                    notes.append(str(exc))
+                bad.absorb(exc)
                 continue
             digest.update(str(path.relative_to(root)).encode())
             digest.update(face.tobytes())
             images.append(face)
             labels.append(classes.index(class_dir.name))
-    return images, labels, classes, skipped, notes
+    return images, labels, classes
 
 
 def load_image_folders(
@@ -323,16 +332,15 @@ def load_image_folders(
     if not (root / "train").is_dir():
         raise FerEdgeError(f"{root}: expected a train/ folder with one subfolder per class")
     digest = hashlib.sha256()
-    images, labels, classes, skipped, notes = _folder_split(root, "train", None, spec, skip_bad, digest)
+    bad = _BadInput(skip_bad)
+    images, labels, classes = _folder_split(root, "train", None, spec, bad, digest)
     splits = ["train"] * len(images)
     for folder, split in (("val", "val"), ("validation", "val"), ("test", "test")):
         if (root / folder).is_dir():
-            im, lb, _, sk, nt = _folder_split(root, folder, classes, spec, skip_bad, digest)
+            im, lb, _ = _folder_split(root, folder, classes, spec, bad, digest)
             images += im
             labels += lb
             splits += [split] * len(im)
-            skipped += sk
-            notes += nt
     if not images:
         raise FerEdgeError(f"{root}: no usable images")
     labels_arr = np.asarray(labels, np.int64)
@@ -345,7 +353,7 @@ def load_image_folders(
             if len(idx) > 1 and n_val > 0:
                 splits_arr[rng.choice(idx, size=min(n_val, len(idx) - 1), replace=False)] = "val"
     return FaceData(np.stack(images), labels_arr, splits_arr, classes, str(root), digest.hexdigest(),
-                    skipped=skipped, notes=notes)
+                    skipped=bad.skipped, notes=bad.notes)
 
 
 def load_dataset(
