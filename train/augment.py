@@ -29,6 +29,16 @@ class AugmentConfig:
     erase_area: tuple[float, float] = (0.02, 0.15)
 
 
+def _warp(face: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Resample one face through the 2x3 affine map ``m``: bilinear, with a reflected border.
+
+    Both the random training warps and the fixed test-time ones go through
+    here, so a TTA copy is resampled exactly as the training copies were.
+    """
+    h, w = face.shape
+    return cv2.warpAffine(face, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
 def augment_batch(faces: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     """Return a randomly transformed float32 copy of a (N, H, W) uint8 batch, still in 0-255."""
     n, h, w = faces.shape
@@ -47,8 +57,7 @@ def augment_batch(faces: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
         if flips[i]:  # mirror x: x' = w - 1 - x, folded into the affine map
             m[0] = -m[0]
             m[0, 2] += w - 1
-        out[i] = cv2.warpAffine(faces[i], m, (w, h), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REFLECT_101)
+        out[i] = _warp(faces[i], m)
     means = out.mean(axis=(1, 2), keepdims=True)
     contrast = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast, (n, 1, 1)).astype(np.float32)
     bright = rng.uniform(-cfg.brightness, cfg.brightness, (n, 1, 1)).astype(np.float32) * 255
@@ -74,11 +83,7 @@ TTA_TRANSFORMS: tuple[tuple[int, int, float], ...] = (
 
 
 def warp_batch(faces: np.ndarray, dx: float, dy: float, scale: float) -> np.ndarray:
-    """A (N, H, W) uint8 batch shifted by (dx, dy) pixels and scaled about the centre, still uint8.
-
-    The same affine warp and reflected border as ``augment_batch``, so a
-    test-time copy looks like the training copies did.
-    """
+    """A (N, H, W) uint8 batch shifted by (dx, dy) pixels and scaled about the centre, still uint8."""
     n, h, w = faces.shape
     if (dx, dy, scale) == (0, 0, 1.0):
         return faces
@@ -86,5 +91,5 @@ def warp_batch(faces: np.ndarray, dx: float, dy: float, scale: float) -> np.ndar
     m[:, 2] += (dx, dy)
     out = np.empty_like(faces)
     for i in range(n):
-        cv2.warpAffine(faces[i], m, (w, h), dst=out[i], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        out[i] = _warp(faces[i], m)
     return out
