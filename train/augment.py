@@ -74,6 +74,23 @@ def augment_batch(faces: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
     return out
 
 
+
+def mixup_batch(faces: np.ndarray, rng: np.random.Generator, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blend each face of a float (N, H, W) batch with another face of the batch (mixup).
+
+    Returns the blends, each blend's partner index and its weight ``lam`` on
+    its own face, drawn from Beta(alpha, alpha) and folded into [0.5, 1] so
+    the face keeps the larger share. A teacher labels these blends for the
+    student: images it never saw in training, where its reply is graded
+    rather than the memorised label it gives a training face.
+    """
+    n = len(faces)
+    partner = rng.permutation(n)
+    lam = rng.beta(alpha, alpha, n).astype(np.float32)
+    lam = np.maximum(lam, 1 - lam)
+    w = lam[:, None, None]
+    return w * faces + (1 - w) * faces[partner], partner, lam
+
 #: The fixed transforms a teacher or ``fer-train evaluate --tta`` averages over, as
 #: (dx, dy, scale): the face as it is, shifted 2 px each way, zoomed by 1.08 and 0.93.
 #: These stay inside the training augmentation's ranges, so each copy is

@@ -128,6 +128,11 @@ def cli() -> None:
 @click.option("--teacher-tta", is_flag=True,
               help="With --teacher: the teachers also average their logits over small shifts and zooms of each "
                    "face (14 copies with the mirrors), a steadier target; seven times as many teacher passes, once.")
+@click.option("--teacher-mixup", type=click.FloatRange(0), default=TrainConfig.teacher_mixup, show_default=True,
+              metavar="ALPHA",
+              help="With --teacher-views: blend each face of a view with another face (mixup, weight from "
+                   "Beta(ALPHA, ALPHA), the face keeping the larger share) before the teachers label it, so they "
+                   "grade images they never trained on. 0: off.")
 @click.option("--widths", type=WIDTHS, help="Channels per stage, comma-separated, five of them (default "
               "32,64,96,160,256); with --init from a wider run, each layer keeps the source's channels with "
               "the largest batch-norm scale.")
@@ -143,7 +148,7 @@ def cli() -> None:
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         dropout, label_smoothing, erase_prob, warmup, ema, teacher, teacher_weight, teacher_temperature,
-        teacher_views, teacher_tta, widths, mirror, class_weight, no_augment, seed, threads, limit, skip_bad,
+        teacher_views, teacher_tta, teacher_mixup, widths, mirror, class_weight, no_augment, seed, threads, limit, skip_bad,
         report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
@@ -151,6 +156,8 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
     command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
     if teacher_views and not teacher:
         raise FerEdgeError("--teacher-views needs at least one --teacher to label the views")
+    if teacher_mixup and not teacher_views:
+        raise FerEdgeError("--teacher-mixup blends the teacher views: it needs --teacher-views")
     if teacher_tta and not teacher:
         raise FerEdgeError("--teacher-tta needs at least one --teacher to average")
     if resume_dir and init_from:
@@ -179,7 +186,7 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                           init=str(init_from) if init_from else None, ema=ema,
                           teachers=tuple(str(t) for t in teacher), teacher_weight=teacher_weight,
                           teacher_temperature=teacher_temperature, teacher_views=teacher_views,
-                          teacher_tta=teacher_tta,
+                          teacher_tta=teacher_tta, teacher_mixup=teacher_mixup,
                           widths=widths or (), mirror=mirror,
                           augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed)

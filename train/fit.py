@@ -23,7 +23,7 @@ import numpy as np
 
 from fer_edge.errors import FerEdgeError
 from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec, normalize, spec_beside
-from fer_edge.train.augment import TTA_TRANSFORMS, AugmentConfig, augment_batch, warp_batch
+from fer_edge.train.augment import TTA_TRANSFORMS, AugmentConfig, augment_batch, mixup_batch, warp_batch
 from fer_edge.train.data import FaceData
 
 
@@ -50,6 +50,7 @@ class TrainConfig:
     teacher_temperature: float = 2.0  # softens the teacher's logits before they become targets
     teacher_views: int = 0  # >0: the teachers score this many augmented copies of each face (consistent teaching)
     teacher_tta: bool = False  # the teachers also average over TTA_TRANSFORMS' shifts and zooms
+    teacher_mixup: float = 0.0  # >0: each view blends every face with another (mixup, Beta(a, a)); 0: off
     widths: tuple[int, ...] = ()  # channels per stage (): the default network
     mirror: bool = False  # average the logits over the face and its mirror, inside the model
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -296,13 +297,16 @@ def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[s
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def distillation_targets(sources: Sequence[Path], faces: np.ndarray, data: FaceData, cfg: TrainConfig) -> np.ndarray:
+def distillation_targets(sources: Sequence[Path], faces: np.ndarray, data: FaceData, cfg: TrainConfig,
+                         labels: Optional[np.ndarray] = None) -> np.ndarray:
     """Each face's training target: ``cfg.teacher_weight`` of the teachers' distribution, the rest its label.
 
     ``faces`` are ``data``'s faces as the teachers should see them: as they are, or an augmented copy.
+    ``labels`` replaces ``data``'s label distributions where a view changed what a face shows (mixup).
     """
     taught = teacher_targets(sources, faces, data.classes, cfg.teacher_temperature, cfg.teacher_tta)
-    return (1 - cfg.teacher_weight) * label_distributions(data) + cfg.teacher_weight * taught
+    labels = label_distributions(data) if labels is None else labels
+    return (1 - cfg.teacher_weight) * labels + cfg.teacher_weight * taught
 
 
 @dataclass(frozen=True)
@@ -324,14 +328,23 @@ def teacher_views(sources: Sequence[Path], data: FaceData, cfg: TrainConfig) -> 
     and consistent"). A teacher pass per training step would cost several
     times the student's step on a CPU, so a fixed pool of views is scored
     once and the epochs cycle through it.
+
+    With ``cfg.teacher_mixup``, each copy is also blended with another
+    face's copy, and its label part mixes the two labels by the same weight.
     """
     images = np.empty((cfg.teacher_views, *data.images.shape), np.uint8)
     targets = np.empty((cfg.teacher_views, len(data), len(data.classes)), np.float32)
+    labels = label_distributions(data)
     for view in range(cfg.teacher_views):
         rng = np.random.default_rng((cfg.seed, view))
-        np.rint(augment_batch(data.images, rng, cfg.augment), out=images[view], casting="unsafe")
+        faces = augment_batch(data.images, rng, cfg.augment)
+        view_labels = labels
+        if cfg.teacher_mixup > 0:
+            faces, partner, lam = mixup_batch(faces, rng, cfg.teacher_mixup)
+            view_labels = lam[:, None] * labels + (1 - lam[:, None]) * labels[partner]
+        np.rint(faces, out=images[view], casting="unsafe")
         print(f"teacher view {view + 1}/{cfg.teacher_views}", flush=True)
-        targets[view] = distillation_targets(sources, images[view], data, cfg)
+        targets[view] = distillation_targets(sources, images[view], data, cfg, view_labels)
     return TeacherViews(images, targets)
 
 

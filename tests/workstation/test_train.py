@@ -173,6 +173,19 @@ def test_warp_batch_moves_faces_by_whole_pixels_and_keeps_uint8():
     assert not np.array_equal(zoomed, faces)
 
 
+
+def test_mixup_blends_each_face_with_a_partner_and_keeps_the_larger_share():
+    import numpy as np
+
+    from fer_edge.train.augment import mixup_batch
+
+    faces = np.random.default_rng(4).uniform(0, 255, (16, 48, 48)).astype(np.float32)
+    mixed, partner, lam = mixup_batch(faces, np.random.default_rng(5), alpha=0.4)
+    assert mixed.shape == faces.shape and sorted(partner) == list(range(16))
+    assert np.all((lam >= 0.5) & (lam <= 1.0)) and lam.min() < 0.99  # a real blend, not a copy
+    for i in range(16):
+        np.testing.assert_allclose(mixed[i], lam[i] * faces[i] + (1 - lam[i]) * faces[partner[i]], rtol=1e-5)
+
 def test_evaluate_bad_model_is_one_line(tmp_path, monkeypatch, capsys):
     from fer_edge.train.cli import main
 
@@ -369,11 +382,12 @@ def test_distillation_with_weight_average_trains_and_records_its_recipe(trained_
     code = run_main(main, ["--data", str(data), "--out", str(tmp_path), "--name", "kd", "--epochs", "2",
                            "--batch-size", "8", "--seed", "3", "--threads", "2", "--init", str(run),
                            "--teacher", str(run), "--teacher", str(run / "model.keras"), "--teacher-weight", "0.7",
-                           "--teacher-views", "2", "--teacher-tta", "--ema", "0.9"], monkeypatch)
+                           "--teacher-views", "2", "--teacher-tta", "--teacher-mixup", "0.3", "--ema", "0.9"], monkeypatch)
     assert code == 0
     cfg = json.loads((tmp_path / "kd" / "config.json").read_text())["train"]
     assert cfg["teachers"] == [str(run), str(run / "model.keras")]
     assert cfg["teacher_weight"] == 0.7 and cfg["ema"] == 0.9 and cfg["teacher_views"] == 2 and cfg["teacher_tta"]
+    assert cfg["teacher_mixup"] == 0.3
     m = json.loads((tmp_path / "kd" / "metrics.json").read_text())
     assert m["epochs_run"] == 2 and 0.0 <= m["accuracy"] <= 1.0
 
@@ -425,6 +439,42 @@ def test_teacher_views_label_the_augmented_copy_the_student_sees(trained_run):
         for got, want in zip(pixels, views.images[view][idx]):
             assert np.array_equal(got, want) or np.array_equal(got, want[:, ::-1])
 
+
+
+def test_teacher_mixup_views_mix_the_labels_by_the_blend_weight(trained_run):
+    """A blended view's label part is the two faces' labels mixed as their pixels were."""
+    import numpy as np
+
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.augment import augment_batch, mixup_batch
+    from fer_edge.train.data import FaceData
+    from fer_edge.train.fit import TrainConfig, teacher_views
+
+    run, _ = trained_run
+    faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48), dtype=np.uint8)
+    labels = np.arange(8) % 7
+    data = FaceData(faces, labels, np.array(["train"] * 8), FER2013_CLASSES, "generated", "-")
+    cfg = TrainConfig(teacher_views=2, teacher_weight=0.0, teacher_mixup=0.4, seed=7)
+    views = teacher_views([run], data, cfg)
+    plain = teacher_views([run], data, TrainConfig(teacher_views=2, teacher_weight=0.0, seed=7))
+    onehot = np.eye(7, dtype=np.float32)[labels]
+    for view in range(2):  # replay the view's draws: the same augmentation, then the same blend
+        rng = np.random.default_rng((cfg.seed, view))
+        augmented = augment_batch(faces, rng, cfg.augment)
+        blended, partner, lam = mixup_batch(augmented, rng, cfg.teacher_mixup)
+        assert np.array_equal(views.images[view], np.rint(blended).astype(np.uint8))
+        np.testing.assert_allclose(views.targets[view], lam[:, None] * onehot + (1 - lam[:, None]) * onehot[partner],
+                                   atol=1e-6)
+        assert not np.array_equal(views.images[view], plain.images[view])
+    np.testing.assert_allclose(plain.targets[0], onehot)
+
+
+def test_teacher_mixup_without_views_is_a_one_line_error(monkeypatch, capsys):
+    from fer_edge.train.cli import main
+
+    assert run_main(main, ["--teacher-mixup", "0.4"], monkeypatch) != 0
+    err = capsys.readouterr().err
+    assert "--teacher-mixup blends the teacher views: it needs --teacher-views" in err and "Traceback" not in err
 
 def test_resume_reads_a_run_written_with_a_single_teacher(trained_run, tmp_path, monkeypatch):
     """Runs from before `--teacher` could repeat stored `"teacher": path`; they must still resume."""
