@@ -74,8 +74,8 @@ def augment_batch(faces: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
     return out
 
 
-
-def mixup_batch(faces: np.ndarray, rng: np.random.Generator, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mixup_batch(faces: np.ndarray, rng: np.random.Generator,
+                alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blend each face of a float (N, H, W) batch with another face of the batch (mixup).
 
     Returns the blends, each blend's partner index and its weight ``lam`` on
@@ -90,6 +90,7 @@ def mixup_batch(faces: np.ndarray, rng: np.random.Generator, alpha: float) -> tu
     lam = np.maximum(lam, 1 - lam)
     w = lam[:, None, None]
     return w * faces + (1 - w) * faces[partner], partner, lam
+
 
 #: The fixed transforms a teacher or ``fer-train evaluate --tta`` averages over, as
 #: (dx, dy, scale): the face as it is, shifted 2 px each way, zoomed by 1.08 and 0.93.

@@ -148,8 +148,8 @@ def cli() -> None:
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         dropout, label_smoothing, erase_prob, warmup, ema, teacher, teacher_weight, teacher_temperature,
-        teacher_views, teacher_tta, teacher_mixup, widths, mirror, class_weight, no_augment, seed, threads, limit, skip_bad,
-        report_split) -> None:
+        teacher_views, teacher_tta, teacher_mixup, widths, mirror, class_weight, no_augment, seed, threads, limit,
+        skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
 
