@@ -280,5 +280,91 @@ def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, tta, j
                               **metrics})
 
 
+class WeightsParam(click.ParamType):
+    """Non-negative shares as ``1,1,2``."""
+
+    name = "W1,W2,..."
+
+    def convert(self, value, param, ctx) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            shares = tuple(float(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r}: expected comma-separated numbers, one per model, e.g. 1,1,2", param, ctx)
+        if any(s < 0 for s in shares) or sum(shares) <= 0:
+            self.fail(f"{value!r}: shares must be non-negative and not all 0", param, ctx)
+        return shares
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--weights", "shares", type=WeightsParam(),
+              help="One share per model, comma-separated (default: all equal).")
+@click.option("--data", type=click.Path(path_type=Path), help="As for fit (default: the first run's data).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
+@click.option("--name", default="soup", show_default=True, help="Run folder name.")
+@click.option("--report-split", default="test", show_default=True,
+              help="Split scored into metrics.json (FER2013: test = PrivateTest).")
+def soup(models, shares, data, out, name, report_split) -> None:
+    """Average the weights of runs fine-tuned from one start into a new run folder.
+
+    A "model soup": runs that share a trained start stay close in weight space,
+    so their average often scores above each of them at one model's cost on
+    the device, where an ensemble would cost one pass per model. The soup is
+    scored on the validation split (choose on that, as for any run) and on
+    --report-split; its folder takes `fer-convert` like a trained run.
+    """
+    from fer_edge.train.fit import configure_tensorflow
+
+    paths = list(models)
+    first = paths[0] if paths[0].is_dir() else paths[0].parent
+    saved = json.loads((first / "config.json").read_text()) if (first / "config.json").exists() else {}
+    args = saved.get("args", {})
+    labels = args.get("labels", "fer2013")
+    dataset = _load(data or (Path(args["data"]) if args.get("data") else None), labels,
+                    Path(args["ferplus"]) if args.get("ferplus") else None, args.get("eight_classes", False), False)
+    configure_tensorflow(0, 0)
+    from fer_edge.preprocess import spec_beside
+    from fer_edge.train.fit import atomic_save, export_saved_model
+    from fer_edge.train.model import with_softmax
+    from fer_edge.train.report import versions, write_json
+    from fer_edge.train.soup import average_models, model_file
+
+    command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
+    model = average_models(paths, shares)
+    if model.output.shape[-1] != len(dataset.classes):
+        raise FerEdgeError(f"the models have {model.output.shape[-1]} outputs but the data has "
+                           f"{len(dataset.classes)} classes")
+    spec = spec_beside(model_file(paths[0]))
+    run_dir = unique_run_dir(out, name)
+    write_json(run_dir / "config.json", {
+        "command": command,
+        "args": args,
+        "soup": {"models": [str(p) for p in paths], "weights": list(shares or [1.0] * len(paths))},
+        "train": saved.get("train", {}),
+    })
+    (run_dir / "classes.json").write_text(json.dumps(list(dataset.classes)) + "\n")
+    (run_dir / "preprocess.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    final = with_softmax(model)
+    atomic_save(final, run_dir / "model.keras")
+    export_saved_model(final, run_dir)
+    val = evaluate_model(model, dataset, "val", spec, run_dir, "val")
+    report = evaluate_model(model, dataset, report_split, spec, run_dir, report_split)
+    write_json(run_dir / "metrics.json", {
+        "split": report_split,
+        **report,
+        "val_accuracy": val["accuracy"],
+        "val_macro_f1": val["macro_f1"],
+        "params": int(model.count_params()),
+        "command": command,
+        "versions": versions(),
+        "data": {"source": dataset.source, "sha256": dataset.checksum, "labels": labels,
+                 "skipped": dataset.skipped},
+    })
+    click.echo(f"val top-1 {val['accuracy']:.2%} (macro-F1 {val['macro_f1']:.3f}); {report_split} top-1 "
+               f"{report['accuracy']:.2%}. Outputs in {run_dir}")
+
+
 def main() -> None:
     run_cli(cli)

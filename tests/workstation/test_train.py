@@ -511,3 +511,63 @@ def test_soft_labels_train_on_votes_but_select_on_majority_labels():
     np.testing.assert_allclose(train_targets, np.stack([tie, tie]))
     assert train_targets.argmax(1).tolist() == [0, 0]
     np.testing.assert_array_equal(val_targets, np.eye(7, dtype=np.float32)[[6, 6]])
+
+
+def _perturbed_copy(run, folder, seed: int):
+    """A second 'run' beside ``run``'s contract files whose weights differ by noise: soup material."""
+    import shutil
+
+    import numpy as np
+
+    from fer_edge.train.fit import load_keras_model
+
+    folder.mkdir()
+    for name in ("classes.json", "preprocess.json", "config.json"):
+        shutil.copy(run / name, folder / name)
+    model = load_keras_model(run / "model.keras", compile=False)
+    rng = np.random.default_rng(seed)
+    model.set_weights([w + rng.normal(0, 0.01, w.shape).astype(w.dtype) for w in model.get_weights()])
+    model.save(folder / "model.keras")
+    return folder
+
+
+def test_soup_averages_the_weights_by_share_into_a_scored_run(trained_run, tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from fer_edge.train.cli import main
+    from fer_edge.train.fit import load_keras_model
+
+    run, _ = trained_run
+    other = _perturbed_copy(run, tmp_path / "other", seed=1)
+    code = run_main(main, ["soup", str(run), str(other / "model.keras"), "--weights", "3,1",
+                           "--out", str(tmp_path / "runs"), "--name", "s"], monkeypatch)
+    assert code == 0
+    assert "val top-1" in capsys.readouterr().out
+    soup = tmp_path / "runs" / "s"
+    for name in ("config.json", "model.keras", "saved_model/saved_model.pb", "metrics.json", "classes.json",
+                 "preprocess.json", "confusion_val.png", "confusion_test.png"):
+        assert (soup / name).exists(), name
+    a, b, s = (load_keras_model(p, compile=False) for p in (run / "model.keras", other / "model.keras",
+                                                            soup / "model.keras"))
+    assert s.layers[-1].name == "probs"  # ships probabilities, like a trained run's model.keras
+    for x, y, z in zip(a.get_weights(), b.get_weights(), s.get_weights()):
+        np.testing.assert_allclose(z, 0.75 * x + 0.25 * y, rtol=1e-5, atol=1e-6)
+    config = json.loads((soup / "config.json").read_text())
+    assert config["soup"]["weights"] == [3.0, 1.0] and config["args"]["data"]
+    metrics = json.loads((soup / "metrics.json").read_text())
+    assert metrics["samples"] == 21 and 0.0 <= metrics["val_accuracy"] <= 1.0
+
+
+def test_soup_refuses_models_on_other_classes_in_one_line(trained_run, tmp_path, monkeypatch, capsys):
+    from fer_edge.train.cli import main
+
+    run, _ = trained_run
+    other = _perturbed_copy(run, tmp_path / "other", seed=2)
+    classes = json.loads((other / "classes.json").read_text())
+    (other / "classes.json").write_text(json.dumps(classes[::-1]))
+    code = run_main(main, ["soup", str(run), str(other), "--out", str(tmp_path / "runs")], monkeypatch)
+    err = capsys.readouterr().err
+    assert code != 0 and "classes.json differs" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+    code = run_main(main, ["soup", str(run), str(other), "--weights", "1,x"], monkeypatch)
+    assert code == 2 and "comma-separated numbers" in capsys.readouterr().err
