@@ -20,25 +20,41 @@ from fer_edge.train.fit import TrainConfig
 LABELS = click.Choice(["fer2013", "ferplus", "ferplus-soft"])
 
 
-class WidthsParam(click.ParamType):
-    """Channels per stage as ``32,64,96,160,256``."""
+class CommaListParam(click.ParamType):
+    """A comma-separated list of numbers; subclasses set the number type, the example and the checks."""
 
-    name = "C1,C2,C3,C4,C5"
+    cast: type = int
+    what = "numbers"
+    example = "1,2"
 
-    def convert(self, value, param, ctx) -> tuple[int, ...]:
+    def check(self, values: tuple) -> None:
+        """Raise ValueError with a one-line reason when ``values`` make no sense for this option."""
+
+    def convert(self, value, param, ctx) -> tuple:
         if isinstance(value, tuple):
             return value
         try:
-            widths = tuple(int(v) for v in str(value).split(","))
+            values = tuple(self.cast(v) for v in str(value).split(","))
         except ValueError:
-            self.fail(f"{value!r}: expected comma-separated channel counts, e.g. 32,64,96,160,256", param, ctx)
-        from fer_edge.train.model import stages_with_widths  # keras: imported only when --widths is given
-
+            self.fail(f"{value!r}: expected comma-separated {self.what}, e.g. {self.example}", param, ctx)
         try:
-            stages_with_widths(widths)
+            self.check(values)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
-        return widths
+        return values
+
+
+class WidthsParam(CommaListParam):
+    """Channels per stage as ``32,64,96,160,256``."""
+
+    name = "C1,C2,C3,C4,C5"
+    what = "channel counts"
+    example = "32,64,96,160,256"
+
+    def check(self, values: tuple) -> None:
+        from fer_edge.train.model import stages_with_widths  # keras: imported only when --widths is given
+
+        stages_with_widths(values)
 
 
 WIDTHS = WidthsParam()
@@ -280,26 +296,22 @@ def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, tta, j
                               **metrics})
 
 
-class WeightsParam(click.ParamType):
-    """Non-negative shares as ``1,1,2``."""
+class SharesParam(CommaListParam):
+    """Non-negative shares, one per model, as ``1,1,2``."""
 
     name = "W1,W2,..."
+    cast = float
+    what = "numbers, one per model"
+    example = "1,1,2"
 
-    def convert(self, value, param, ctx) -> tuple[float, ...]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            shares = tuple(float(v) for v in str(value).split(","))
-        except ValueError:
-            self.fail(f"{value!r}: expected comma-separated numbers, one per model, e.g. 1,1,2", param, ctx)
-        if any(s < 0 for s in shares) or sum(shares) <= 0:
-            self.fail(f"{value!r}: shares must be non-negative and not all 0", param, ctx)
-        return shares
+    def check(self, values: tuple) -> None:
+        if any(v < 0 for v in values) or sum(values) <= 0:
+            raise ValueError(f"{','.join(map(str, values))}: shares must be non-negative and not all 0")
 
 
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--weights", "shares", type=WeightsParam(),
+@click.option("--weights", "shares", type=SharesParam(),
               help="One share per model, comma-separated (default: all equal).")
 @click.option("--data", type=click.Path(path_type=Path), help="As for fit (default: the first run's data).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
