@@ -327,28 +327,28 @@ def soup(models, shares, data, out, name, report_split) -> None:
     scored on the validation split (choose on that, as for any run) and on
     --report-split; its folder takes `fer-convert` like a trained run.
     """
+    from fer_edge.convert.cli import resolve_model, run_facts
     from fer_edge.train.fit import configure_tensorflow
 
     paths = list(models)
-    first = paths[0] if paths[0].is_dir() else paths[0].parent
-    saved = json.loads((first / "config.json").read_text()) if (first / "config.json").exists() else {}
-    args = saved.get("args", {})
+    first = resolve_model(paths[0])
+    _, spec, args = run_facts(first)  # spec: preprocess.json; args: how the first run read its data
+    config = first.parent / "config.json"
+    saved = json.loads(config.read_text()) if config.exists() else {}
     labels = args.get("labels", "fer2013")
     dataset = _load(data or (Path(args["data"]) if args.get("data") else None), labels,
                     Path(args["ferplus"]) if args.get("ferplus") else None, args.get("eight_classes", False), False)
     configure_tensorflow(0, 0)
-    from fer_edge.preprocess import spec_beside
     from fer_edge.train.fit import atomic_save, export_saved_model
     from fer_edge.train.model import with_softmax
     from fer_edge.train.report import versions, write_json
-    from fer_edge.train.soup import average_models, model_file
+    from fer_edge.train.soup import average_models
 
     command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
     model = average_models(paths, shares)
     if model.output.shape[-1] != len(dataset.classes):
         raise FerEdgeError(f"the models have {model.output.shape[-1]} outputs but the data has "
                            f"{len(dataset.classes)} classes")
-    spec = spec_beside(model_file(paths[0]))
     run_dir = unique_run_dir(out, name)
     write_json(run_dir / "config.json", {
         "command": command,

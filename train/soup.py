@@ -13,27 +13,13 @@ share a basin and average into noise, which the validation score then shows.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from fer_edge.convert.cli import resolve_model, run_facts
 from fer_edge.errors import FerEdgeError
-from fer_edge.preprocess import spec_beside
-
-
-def model_file(source: Path) -> Path:
-    """A run folder's final ``model.keras`` (what `fer-convert` takes), or the ``.keras`` file itself."""
-    path = source / "model.keras" if source.is_dir() else source
-    if not path.exists():
-        raise FerEdgeError(f"{source}: no model found (expected a .keras file or a run folder with model.keras)")
-    return path
-
-
-def _classes_beside(path: Path) -> Optional[list]:
-    classes_file = path.parent / "classes.json"
-    return json.loads(classes_file.read_text()) if classes_file.exists() else None
 
 
 def average_models(sources: Sequence[Path], weights: Optional[Sequence[float]] = None):
@@ -58,15 +44,16 @@ def average_models(sources: Sequence[Path], weights: Optional[Sequence[float]] =
         weights = [1.0] * len(sources)
     if len(weights) != len(sources) or any(w < 0 for w in weights) or sum(weights) <= 0:
         raise FerEdgeError(f"need one non-negative weight per model ({len(sources)}), not summing to 0")
-    paths = [model_file(Path(s)) for s in sources]
-    first_classes, first_spec = _classes_beside(paths[0]), spec_beside(paths[0])
+    paths = [resolve_model(Path(s)) for s in sources]
+    first_classes, first_spec, _ = run_facts(paths[0])
     soup = logits_of(load_keras_model(paths[0], compile=False))
     total = [np.zeros(v.shape, np.float64) for v in soup.get_weights()]
     for path, share in zip(paths, weights):
-        if _classes_beside(path) != first_classes:
+        classes, spec, _ = run_facts(path)
+        if classes != first_classes:
             raise FerEdgeError(f"{path}: its classes.json differs from {paths[0]}'s; only runs on the same "
                                f"classes, in the same order, can be averaged")
-        if spec_beside(path) != first_spec:
+        if spec != first_spec:
             raise FerEdgeError(f"{path}: its preprocess.json differs from {paths[0]}'s")
         model = soup if path == paths[0] else logits_of(load_keras_model(path, compile=False))
         values = model.get_weights()
