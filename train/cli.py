@@ -152,6 +152,10 @@ def cli() -> None:
 @click.option("--widths", type=WIDTHS, help="Channels per stage, comma-separated, five of them (default "
               "32,64,96,160,256); with --init from a wider run, each layer keeps the source's channels with "
               "the largest batch-norm scale.")
+@click.option("--head", type=click.IntRange(0), default=TrainConfig.head, show_default=True, metavar="N",
+              help="Add a 1x1 convolution of N channels on the last 3x3 map whose pooled features join the "
+                   "classifier's input: capacity for few MACs. With --init from a model without one, the "
+                   "model starts with the source's predictions. 0: none.")
 @click.option("--mirror", is_flag=True, help="Average the logits over the face and its mirror inside the model "
               "(two backbone passes, both counted in the MAC budget).")
 @click.option("--class-weight", is_flag=True, help="Weight samples by inverse class frequency.")
@@ -164,7 +168,7 @@ def cli() -> None:
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         dropout, label_smoothing, erase_prob, warmup, ema, teacher, teacher_weight, teacher_temperature,
-        teacher_views, teacher_tta, teacher_mixup, widths, mirror, class_weight, no_augment, seed, threads, limit,
+        teacher_views, teacher_tta, teacher_mixup, widths, head, mirror, class_weight, no_augment, seed, threads, limit,
         skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
@@ -203,7 +207,7 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                           teachers=tuple(str(t) for t in teacher), teacher_weight=teacher_weight,
                           teacher_temperature=teacher_temperature, teacher_views=teacher_views,
                           teacher_tta=teacher_tta, teacher_mixup=teacher_mixup,
-                          widths=widths or (), mirror=mirror,
+                          widths=widths or (), head=head, mirror=mirror,
                           augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed)
     configure_tensorflow(cfg.threads, cfg.seed)
@@ -260,6 +264,10 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
 @click.option("--ferplus", type=click.Path(path_type=Path))
 @click.option("--eight-classes", is_flag=True)
 @click.option("--split", default="test", show_default=True, help="train/val/test or a FER2013 Usage name.")
+@click.option("--head", type=click.IntRange(0), default=TrainConfig.head, show_default=True, metavar="N",
+              help="Add a 1x1 convolution of N channels on the last 3x3 map whose pooled features join the "
+                   "classifier's input: capacity for few MACs. With --init from a model without one, the "
+                   "model starts with the source's predictions. 0: none.")
 @click.option("--mirror", is_flag=True, help="Average each model's logits over the face and its mirror image "
                                               "(test-time flip; how --teacher scores its teachers).")
 @click.option("--tta", is_flag=True, help="Also average over small shifts and zooms of each face "

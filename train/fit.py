@@ -52,6 +52,7 @@ class TrainConfig:
     teacher_tta: bool = False  # the teachers also average over TTA_TRANSFORMS' shifts and zooms
     teacher_mixup: float = 0.0  # >0: each view blends every face with another (mixup, Beta(a, a)); 0: off
     widths: tuple[int, ...] = ()  # channels per stage (): the default network
+    head: int = 0  # channels of the pooled 1x1 head before the classifier (0: none)
     mirror: bool = False  # average the logits over the face and its mirror, inside the model
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     spec: PreprocessSpec = DEFAULT_SPEC
@@ -366,6 +367,21 @@ def _slim(src_weights: list[np.ndarray], shapes: list[tuple[int, ...]], keep_in:
     return out
 
 
+def _grow_classifier(src_weights: list[np.ndarray], keep_in: Optional[np.ndarray],
+                     in_features: int) -> list[np.ndarray]:
+    """The source's classifier with zero weights for the extra inputs a pooled head adds.
+
+    The head's features then change no logit until training gives them
+    weight, so a model grown from a headless one starts with its predictions.
+    """
+    kernel, bias = src_weights
+    if keep_in is not None:
+        kernel = np.take(kernel, keep_in, axis=0)
+    grown = np.zeros((in_features, kernel.shape[1]), kernel.dtype)
+    grown[:len(kernel)] = kernel
+    return [grown, bias]
+
+
 def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
     """Copy a trained model's weights into ``model``, layer by layer name.
 
@@ -381,7 +397,9 @@ def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
     with a small scale contributes little downstream, so dropping it costs the
     least accuracy to win back in fine-tuning ("network slimming", Liu et al.,
     2017). Plain and mirrored models initialise each other through their
-    backbones.
+    backbones. A model with a pooled head (``make_model(head=N)``) starts from
+    one without: the head is fresh and the classifier is grown so the pair
+    predict the same before training.
     """
     from fer_edge.train.model import backbone_of
 
@@ -404,6 +422,8 @@ def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
             if bn is None:
                 raise FerEdgeError(f"{path}: {layer.name} has no batch norm after it; not a fer-edge CNN")
             keep_out = np.sort(np.argsort(-np.abs(bn.get_weights()[0]))[:out_channels])
+        if layer.name == "logits" and shapes[0][0] > src_weights[0].shape[0]:
+            src_weights, keep_in = _grow_classifier(src_weights, keep_in, shapes[0][0]), None
         weights = _slim(src_weights, shapes, keep_in, keep_out)
         if "_conv" in layer.name:
             keep_in = keep_out
@@ -478,7 +498,8 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
             stages = stages_with_widths(cfg.widths) if cfg.widths else DEFAULT_STAGES
         except ValueError as exc:
             raise FerEdgeError(f"widths: {exc}") from None
-        model = make_model(len(data.classes), cfg.spec.size, stages, dropout=cfg.dropout, mirror=cfg.mirror)
+        model = make_model(len(data.classes), cfg.spec.size, stages, dropout=cfg.dropout, mirror=cfg.mirror,
+                           head=cfg.head)
         if cfg.init:
             init_weights(model, Path(cfg.init), data.classes)
         compile_model(model, cfg, len(train_seq))

@@ -16,6 +16,14 @@ prediction cannot depend on which side of the face an expression shows
 more. Both passes count against the budget, so a mirrored model has a
 backbone of half the MACs. The flip (TFLite REVERSE_V2) and the average stay
 in the int8 graph, so the device runs one model as before.
+
+Pooled head (`head=N`): a 1x1 convolution expands the last 3x3 map to N
+channels, and their pooled values join the stage's own pooled features
+before the classifier. At 3x3 a channel costs 9 MACs per input channel, so
+the head adds classifier capacity (the MobileNet "last 1x1 expansion") for a
+few percent of the budget; a model with a head starts from a trained model
+without one exactly where it left off (its extra classifier inputs start at
+zero, see `fer_edge.train.fit.init_weights`).
 """
 
 from __future__ import annotations
@@ -65,14 +73,16 @@ def make_model(
     dropout: float = 0.4,
     weight_decay: float = 0.0,
     mirror: bool = False,
+    head: int = 0,
 ) -> keras.Model:
     """Build the classifier: input (size, size, 1) float in [0, 1] -> class logits.
 
     Logits, not softmax, come out so label smoothing and soft labels train
-    stably; `with_softmax` adds the softmax for export.
+    stably; `with_softmax` adds the softmax for export. `head` > 0 adds the
+    pooled head of that many channels (module docstring).
     """
     if mirror:
-        return with_mirror(make_model(num_classes, input_size, stages, dropout, weight_decay))
+        return with_mirror(make_model(num_classes, input_size, stages, dropout, weight_decay, head=head))
     reg = keras.regularizers.l2(weight_decay) if weight_decay else None
     inputs = keras.Input((input_size, input_size, 1), name="face")
     x = inputs
@@ -84,8 +94,13 @@ def make_model(
             x = layers.ReLU(name=f"s{s}_relu{c}")(x)
         if s < len(stages) - 1:
             x = layers.MaxPooling2D(2, name=f"s{s}_pool")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
+    pooled = layers.GlobalAveragePooling2D(name="gap")(x)
+    if head:
+        e = layers.Conv2D(head, 1, use_bias=False, kernel_regularizer=reg, name="head_conv")(x)
+        e = layers.BatchNormalization(name="head_bn")(e)
+        e = layers.ReLU(name="head_relu")(e)
+        pooled = layers.Concatenate(name="head_concat")([pooled, layers.GlobalAveragePooling2D(name="head_gap")(e)])
+    x = layers.Dropout(dropout, name="dropout")(pooled)
     logits = layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
     return keras.Model(inputs, logits, name=BACKBONE_NAME)
 

@@ -99,7 +99,7 @@ def test_int8_model_matches_keras_through_the_device_runtime(model_dir, tmp_path
     assert report["split"] == "test" and report["check"]["agreement"] >= 0.9
 
 
-def test_mirrored_model_converts_to_int8_and_stays_mirror_invariant(model_dir, tmp_path, monkeypatch):
+def test_mirrored_model_with_head_converts_to_int8_and_stays_mirror_invariant(model_dir, tmp_path, monkeypatch):
     from fer_edge.device.runtime import TFLiteModel
     from fer_edge.preprocess import InputEncoder
     from fer_edge.train.model import make_model, with_softmax
@@ -107,7 +107,7 @@ def test_mirrored_model_converts_to_int8_and_stays_mirror_invariant(model_dir, t
     run, data = model_dir
     mirrored = tmp_path / "run"
     mirrored.mkdir()
-    with_softmax(make_model(7, stages=((8, 1), (8, 1), (16, 1), (16, 1), (16, 1)), mirror=True)).save(
+    with_softmax(make_model(7, stages=((8, 1), (8, 1), (16, 1), (16, 1), (16, 1)), mirror=True, head=24)).save(
         mirrored / "model.keras")
     (mirrored / "classes.json").write_text(json.dumps(list(FER2013_CLASSES)))
     out = tmp_path / "out"

@@ -228,6 +228,29 @@ def test_init_copies_backbone_and_matching_classifier(trained_run, capsys):
                                   source.get_layer("s2_conv1").get_weights()[0])
 
 
+def test_pooled_head_costs_its_1x1_conv_and_starts_with_the_source_predictions(trained_run, capsys):
+    import keras
+    import numpy as np
+
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.fit import init_weights
+    from fer_edge.train.model import DEFAULT_STAGES, count_macs, make_model
+
+    plain, headed = make_model(7), make_model(7, head=16)
+    last = DEFAULT_STAGES[-1][0]
+    assert count_macs(headed) - count_macs(plain) == 3 * 3 * last * 16 + 16 * 7  # 1x1 conv at 3x3, wider classifier
+    assert count_macs(make_model(7, head=16, mirror=True)) == 2 * count_macs(headed)
+
+    run, _ = trained_run
+    source = keras.models.load_model(run / "best.keras")
+    init_weights(headed, run, FER2013_CLASSES)
+    assert "fresh" not in capsys.readouterr().out
+    kernel = headed.get_layer("logits").get_weights()[0]
+    np.testing.assert_array_equal(kernel[last:], 0)  # the head's features start with no say
+    faces = np.random.default_rng(1).random((4, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_allclose(headed.predict_on_batch(faces), source.predict_on_batch(faces), atol=1e-5)
+
+
 SMALL = ((8, 1), (16, 1), (16, 2), (24, 2), (32, 1))
 
 
