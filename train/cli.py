@@ -264,10 +264,6 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
 @click.option("--ferplus", type=click.Path(path_type=Path))
 @click.option("--eight-classes", is_flag=True)
 @click.option("--split", default="test", show_default=True, help="train/val/test or a FER2013 Usage name.")
-@click.option("--head", type=click.IntRange(0), default=TrainConfig.head, show_default=True, metavar="N",
-              help="Add a 1x1 convolution of N channels on the last 3x3 map whose pooled features join the "
-                   "classifier's input: capacity for few MACs. With --init from a model without one, the "
-                   "model starts with the source's predictions. 0: none.")
 @click.option("--mirror", is_flag=True, help="Average each model's logits over the face and its mirror image "
                                               "(test-time flip; how --teacher scores its teachers).")
 @click.option("--tta", is_flag=True, help="Also average over small shifts and zooms of each face "
