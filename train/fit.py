@@ -224,16 +224,41 @@ def build_callbacks(run_dir: Path, cfg: TrainConfig, start_best: float):
 
 
 def _model_path(source: Path) -> Path:
-    path = source / "best.keras" if source.is_dir() else source
-    if not path.exists():
-        raise FerEdgeError(f"{source}: no model found (expected a .keras file or a run folder)")
-    return path
+    """The model file of a source: a .keras file, or a run folder's best.keras, else its model.keras.
+
+    A run in progress has only best.keras; a folder committed under
+    train/results keeps only model.keras (the same weights with the softmax
+    the bundle ships, which ``logits_of`` strips).
+    """
+    source = Path(source)
+    if source.is_dir():
+        found = [source / n for n in ("best.keras", "model.keras") if (source / n).exists()]
+        if found:
+            return found[0]
+    elif source.exists():
+        return source
+    raise FerEdgeError(f"{source}: no model found (expected a .keras file, or a run folder with best.keras "
+                       f"or model.keras)")
 
 
 def _has_classes(model_path: Path, classes: tuple[str, ...]) -> bool:
     """Whether the run beside ``model_path`` was trained on ``classes``, in this order (its classes.json)."""
     classes_file = model_path.parent / "classes.json"
     return classes_file.exists() and tuple(json.loads(classes_file.read_text())) == tuple(classes)
+
+
+def _load_scorer(source: Path, classes: tuple[str, ...], role: str):
+    """(path, logits model, its preprocess spec) for one source of ``mean_logits``, checked against ``classes``."""
+    from fer_edge.train.model import logits_of
+
+    path = _model_path(source)
+    model = logits_of(load_keras_model(path, compile=False))
+    if not _has_classes(path, classes):
+        raise FerEdgeError(f"{path}: the {role} must be a run trained on the same classes, in the same "
+                           f"order (no matching classes.json beside it)")
+    if model.output.shape[-1] != len(classes):
+        raise FerEdgeError(f"{path}: the {role} has {model.output.shape[-1]} outputs, not {len(classes)}")
+    return path, model, spec_beside(path)
 
 
 def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...], mirror: bool = True,
@@ -256,7 +281,8 @@ def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, 
     Each model is fed through the preprocess.json beside it (the contract it
     was trained with).
     """
-    from fer_edge.train.model import logits_of
+    from tqdm import tqdm
+
     from fer_edge.train.report import predict_logits
 
     if not sources:
@@ -264,18 +290,16 @@ def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, 
     copies = [warp_batch(faces, *t) for t in (TTA_TRANSFORMS if tta else TTA_TRANSFORMS[:1])]
     if mirror:
         copies += [np.ascontiguousarray(c[:, :, ::-1]) for c in copies]
+    # Every model is loaded and checked first, so a bad one fails before an hour of scoring the others.
+    models = [_load_scorer(source, classes, role) for source in sources]
     logits = np.zeros((len(faces), len(classes)), np.float32)
-    for source in sources:
-        path = _model_path(source)
-        model = logits_of(load_keras_model(path, compile=False))
-        if not _has_classes(path, classes):
-            raise FerEdgeError(f"{path}: the {role} must be a run trained on the same classes, in the same "
-                               f"order (no matching classes.json beside it)")
-        if model.output.shape[-1] != len(classes):
-            raise FerEdgeError(f"{path}: the {role} has {model.output.shape[-1]} outputs, not {len(classes)}")
-        model_spec = spec_beside(path)
-        print(f"{role} {path}: scoring {len(faces)} faces x {len(copies)} copies...", flush=True)
-        logits += sum(predict_logits(model, c, model_spec) for c in copies) / np.float32(len(copies))
+    # One bar over every pass: teachers with --teacher-tta over many views run for an hour or more.
+    with tqdm(total=len(models) * len(copies) * len(faces), desc=f"{role}s scoring", unit="pass",
+              unit_scale=True, file=sys.stderr, leave=False, mininterval=1.0) as bar:
+        for path, model, model_spec in models:
+            bar.write(f"{role} {path}: scoring {len(faces)} faces x {len(copies)} copies...", file=sys.stdout)
+            logits += sum(predict_logits(model, c, model_spec, on_batch=bar.update)
+                          for c in copies) / np.float32(len(copies))
     return logits / np.float32(len(sources))
 
 

@@ -12,7 +12,7 @@ import json
 import platform
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -43,12 +43,20 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequ
     }
 
 
-def predict_logits(model, faces: np.ndarray, spec, batch_size: int = 256) -> np.ndarray:
-    """Run a Keras model on uint8 faces through the contract's normalisation."""
+def predict_logits(model, faces: np.ndarray, spec, batch_size: int = 256,
+                   on_batch: Optional[Callable[[int], object]] = None) -> np.ndarray:
+    """Run a Keras model on uint8 faces through the contract's normalisation.
+
+    ``on_batch`` gets the size of each batch once it is scored, so a caller
+    scoring many copies (teachers over their views) can drive one progress bar.
+    """
     from fer_edge.preprocess import normalize
 
-    outs = [model.predict_on_batch(normalize(faces[i:i + batch_size], spec))
-            for i in range(0, len(faces), batch_size)]
+    outs = []
+    for i in range(0, len(faces), batch_size):
+        outs.append(model.predict_on_batch(normalize(faces[i:i + batch_size], spec)))
+        if on_batch is not None:
+            on_batch(len(outs[-1]))
     return np.concatenate(outs).astype(np.float32)
 
 

@@ -145,6 +145,42 @@ def test_evaluate_tta_averages_shifted_and_zoomed_copies(trained_run, monkeypatc
     assert report["accuracy"] == classification_metrics(part.labels, got.argmax(1), FER2013_CLASSES)["accuracy"]
 
 
+def test_a_committed_results_folder_scores_like_its_run(trained_run, tmp_path):
+    """A folder with only model.keras (what train/results keeps) is a valid teacher/ensemble member."""
+    import shutil
+
+    import numpy as np
+
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.fit import mean_logits
+
+    run, _ = trained_run
+    kept = tmp_path / "results"
+    kept.mkdir()
+    for name in ("model.keras", "classes.json", "preprocess.json"):
+        shutil.copy(run / name, kept / name)
+    faces = np.random.default_rng(6).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    np.testing.assert_allclose(mean_logits([kept], faces, FER2013_CLASSES),
+                               mean_logits([run], faces, FER2013_CLASSES), atol=1e-5)
+
+
+def test_predict_logits_reports_each_batch_for_progress(trained_run):
+    """on_batch sees every batch's size once, in order, and does not change the logits."""
+    import numpy as np
+
+    from fer_edge.preprocess import DEFAULT_SPEC
+    from fer_edge.train.fit import load_keras_model
+    from fer_edge.train.report import predict_logits
+
+    run, _ = trained_run
+    model = load_keras_model(run / "best.keras", compile=False)
+    faces = np.random.default_rng(3).integers(0, 256, (10, 48, 48), dtype=np.uint8)
+    sizes: list[int] = []
+    got = predict_logits(model, faces, DEFAULT_SPEC, batch_size=4, on_batch=sizes.append)
+    assert sizes == [4, 4, 2]
+    np.testing.assert_allclose(got, predict_logits(model, faces, DEFAULT_SPEC), atol=1e-5)
+
+
 def test_a_runs_softmax_model_teaches_with_its_logits(trained_run):
     """model.keras ends in a softmax; a teacher read from it must give the same targets as its logits model."""
     import numpy as np
