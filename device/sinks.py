@@ -27,8 +27,11 @@ frame's own. ``ms`` holds the stages up to ``draw`` for that frame
 (`INFERENCE_STAGES`; the sinks' own time is only known after the line is
 written, and is in the run summary's medians). Boxes are in the display
 frame's pixels. The CSV log has one row per face with the same fields
-flattened (``p_<class>``, ``raw_<class>``, ``ms_<stage>``) and per-minute rows
-with ``type=minute``, one per class, in ``label`` and ``count``.
+flattened (``p_<class>``, ``raw_<class>``, ``ms_<stage>``), per-minute rows
+with ``type=minute``, one per class, in ``label`` and ``count``, and one
+``type=end`` row per run: frames in ``frame``, face detections in ``count``,
+the end reason in ``label``, median stage times in ``ms_<stage>`` and the
+whole run summary, as in the JSON ``end`` record, in ``summary``.
 """
 
 from __future__ import annotations
@@ -264,7 +267,8 @@ class CsvLog(_LineLog):
         self.with_origin = with_origin
         self.columns = (["type", "time", "ts", "frame", "face", "x0", "y0", "x1", "y1", "score", "label",
                          "confidence"] + [f"p_{c}" for c in self.classes] + [f"raw_{c}" for c in self.classes]
-                        + [f"ms_{s}" for s in INFERENCE_STAGES] + ["count"] + (["origin"] if with_origin else []))
+                        + [f"ms_{s}" for s in INFERENCE_STAGES] + ["count", "summary"]
+                        + (["origin"] if with_origin else []))
         self._writer = csv.DictWriter(_CsvTarget(self), self.columns, restval="", lineterminator="\n")
         if self._file is not None and self._file.tell() == 0:  # a new file (appending keeps one header)
             try:
@@ -292,6 +296,15 @@ class CsvLog(_LineLog):
             if label in counts:
                 self._writer.writerow({"type": "minute", "time": iso_time(minute * 60, "minutes"),
                                        "label": label, "count": counts[label]})
+
+
+    def _write_end(self, summary: RunSummary) -> None:
+        now = time.time()
+        row: dict[str, Any] = {"type": "end", "time": iso_time(now), "ts": f"{now:.3f}", "frame": summary.frames,
+                               "label": summary.end_reason, "count": summary.faces,
+                               "summary": json.dumps(summary.to_dict(), separators=(",", ":"))}
+        row.update((f"ms_{s}", f"{summary.median_ms[s]:.3f}") for s in INFERENCE_STAGES if s in summary.median_ms)
+        self._writer.writerow(row)
 
 
 class _CsvTarget:

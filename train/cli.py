@@ -98,6 +98,19 @@ def cli() -> None:
     """
 
 
+def _discard_unstarted(run_dir: Path) -> None:
+    """Remove a new run's folder when it failed before its first epoch ended.
+
+    Such a folder holds only the config and contract files, which are
+    rewritten by the next try; left behind, it would push that retry to
+    ``<name>2``. A run that finished an epoch (last.keras) is kept for --resume.
+    """
+    import shutil
+
+    if not (run_dir / "last.keras").exists() and not (run_dir / "best.keras").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 @cli.command()
 @click.option("--data", type=click.Path(path_type=Path), help="fer2013.csv(.gz), its folder, or an image-folder "
               "dataset root (train/<class>/...). Default: $FER_EDGE_DATA or ../shared/data/fer2013.")
@@ -108,7 +121,7 @@ def cli() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
 @click.option("--name", help="Run folder name (default: the label set).")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), help="Continue the run in this folder.")
-@click.option("--init", "init_from", type=click.Path(exists=True, path_type=Path),
+@click.option("--init", "init_from", type=click.Path(path_type=Path),
               help="Start from this model's weights (a .keras file or a run folder) with a fresh schedule: "
                    "to train a finished run longer, or to start a new label set from FER2013 features.")
 @click.option("--epochs", type=click.IntRange(1), default=40, show_default=True)
@@ -128,7 +141,7 @@ def cli() -> None:
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.ema, show_default=True,
               help="Validate and checkpoint an exponential moving average of the weights with this momentum "
                    "per step (e.g. 0.999); 0 turns it off.")
-@click.option("--teacher", type=click.Path(exists=True, path_type=Path), multiple=True,
+@click.option("--teacher", type=click.Path(path_type=Path), multiple=True,
               help="Distil from this model (a .keras file or a run folder with the same classes): each "
                    "training target mixes the label with the teacher's mirror-averaged distribution. "
                    "Repeat to distil from the average of several teachers.")
@@ -228,7 +241,12 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
     (run_dir / "preprocess.json").write_text(json.dumps(cfg.spec.to_dict(), indent=2) + "\n")
 
     t0 = time.time()
-    model, macs = train(dataset, run_dir, cfg, resume=bool(resume_dir))
+    try:
+        model, macs = train(dataset, run_dir, cfg, resume=bool(resume_dir))
+    except FerEdgeError:
+        if not resume_dir:
+            _discard_unstarted(run_dir)
+        raise
     wall = time.time() - t0
     final = with_softmax(model)
     atomic_save(final, run_dir / "model.keras")
@@ -314,7 +332,7 @@ class SharesParam(CommaListParam):
 
 
 @cli.command()
-@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--weights", "shares", type=SharesParam(),
               help="One share per model, comma-separated (default: all equal).")
 @click.option("--data", type=click.Path(path_type=Path), help="As for fit (default: the first run's data).")

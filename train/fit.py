@@ -498,15 +498,8 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
         train_data = replace(train_data, images=train_data.images[keep], labels=train_data.labels[keep],
                              splits=train_data.splits[keep],
                              soft=None if train_data.soft is None else train_data.soft[keep])
-    views = None
-    teachers = [Path(t) for t in cfg.teachers]
-    if teachers and cfg.teacher_views:  # a resumed run rebuilds the same views and targets
-        views = teacher_views(teachers, train_data, cfg)
-    elif teachers:
-        train_data = replace(train_data, soft=distillation_targets(teachers, train_data.images, train_data, cfg))
-    train_seq = make_sequence(train_data, cfg, train=True, views=views)
-    val_seq = make_sequence(val_data, cfg, train=False)
-
+    # Everything that can fail in seconds (model shape, MAC budget, --init, the teachers' files) is
+    # checked before the teachers score the training set, which can take an hour.
     start_epoch, best = 0, -1.0
     state_path = run_dir / "state.json"
     if resume:
@@ -524,14 +517,26 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
             raise FerEdgeError(f"widths: {exc}") from None
         model = make_model(len(data.classes), cfg.spec.size, stages, dropout=cfg.dropout, mirror=cfg.mirror,
                            head=cfg.head)
-        if cfg.init:
-            init_weights(model, Path(cfg.init), data.classes)
-        compile_model(model, cfg, len(train_seq))
     macs = count_macs(model)
     print(f"model: {model.count_params():,} parameters, {macs / 1e6:.1f}M MACs per face "
           f"(budget {MAC_BUDGET / 1e6:.0f}M); {len(train_data)} train / {len(val_data)} val faces", flush=True)
     if macs > MAC_BUDGET:
         raise FerEdgeError(f"model needs {macs / 1e6:.1f}M MACs, over the {MAC_BUDGET / 1e6:.0f}M budget")
+    if cfg.init and not resume:
+        init_weights(model, Path(cfg.init), data.classes)
+    teachers = [Path(t) for t in cfg.teachers]
+    for teacher in teachers:
+        _load_scorer(teacher, data.classes, "teacher")
+
+    views = None
+    if teachers and cfg.teacher_views:  # a resumed run rebuilds the same views and targets
+        views = teacher_views(teachers, train_data, cfg)
+    elif teachers:
+        train_data = replace(train_data, soft=distillation_targets(teachers, train_data.images, train_data, cfg))
+    train_seq = make_sequence(train_data, cfg, train=True, views=views)
+    val_seq = make_sequence(val_data, cfg, train=False)
+    if not resume:
+        compile_model(model, cfg, len(train_seq))
     if start_epoch >= cfg.epochs:
         print("already trained for all epochs", flush=True)
     else:

@@ -14,7 +14,7 @@ from device_fakes import FakeCapture, FakeCaptureFactory, FakePicamera2
 
 from fer_edge.device.boxes import Box
 from fer_edge.device.demo import DemoSource
-from fer_edge.device.pipeline import INFERENCE_STAGES, STAGES, FrameResult, Pipeline, close_sinks
+from fer_edge.device.pipeline import INFERENCE_STAGES, STAGES, FrameResult, Pipeline, RunSummary, close_sinks
 from fer_edge.device.sinks import CsvLog, JsonlLog, StillPrinter, VideoSink, open_log
 from fer_edge.device.sources import ImageSource, OpenCVSource, PiCameraSource, StopFlag
 from fer_edge.device.track import TrackedFace
@@ -194,6 +194,23 @@ def test_csv_log_has_one_header_across_appends(tmp_path) -> None:
     assert len(faces) == 2 and rows[0]["p_happy"] == "0.8000" and rows[0]["ms_detect"] == "1.500"
     assert [(m["label"], m["count"]) for m in minutes] == [("happy", "1"), ("happy", "1")]
     assert path.read_text().count("type,time") == 1
+
+
+def test_csv_log_ends_each_run_with_an_end_row(tmp_path) -> None:
+    """Like the JSON log's end record: frames, faces, end reason, median stage times and the whole summary."""
+    path = tmp_path / "log.csv"
+    summary = RunSummary(frames=2, elapsed_s=0.5, fps=4.0, faces=3, skipped_frames=0, reconnects=0,
+                         label_counts={"happy": 2, "sad": 1}, median_ms=dict.fromkeys(STAGES, 1.25),
+                         end_reason="end of source")
+    log = open_log(path, CLASSES)
+    log(_result(0, 1000.0))
+    log(_result(1, 1000.5, ("happy", "sad")))
+    log.close(summary)
+    rows = list(csv.DictReader(path.open()))
+    assert [r["type"] for r in rows] == ["face", "face", "face", "minute", "minute", "end"]
+    end = rows[-1]
+    assert (end["frame"], end["count"], end["label"], end["ms_detect"]) == ("2", "3", "end of source", "1.250")
+    assert json.loads(end["summary"]) == summary.to_dict()
 
 
 def test_log_errors_are_clear(tmp_path) -> None:

@@ -467,6 +467,29 @@ def test_teacher_tta_without_a_teacher_is_a_one_line_error(monkeypatch, capsys):
     assert "--teacher-tta needs at least one --teacher" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("bad", ["missing-teacher", "over-budget"])
+def test_a_fit_that_cannot_start_fails_fast_in_one_line_and_leaves_no_run_folder(bad, trained_run, tmp_path,
+                                                                                  monkeypatch, capsys):
+    """Bad teachers and an over-budget model are refused before any teacher scoring, with nothing left behind."""
+    from fer_edge.train.cli import main
+
+    run, data = trained_run
+    out = tmp_path / "runs"
+    args = ["--data", str(data), "--out", str(out), "--name", "x", "--epochs", "1", "--teacher-views", "2"]
+    if bad == "missing-teacher":
+        args += ["--teacher", str(run), "--teacher", str(tmp_path / "nope")]
+        expected = f"error: {tmp_path / 'nope'}: no model found"
+    else:
+        args += ["--teacher", str(run), "--widths", "64,128,192,320,512"]
+        expected = "error: model needs"
+    assert run_main(main, args, monkeypatch) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1].startswith(expected)
+    assert "Usage:" not in captured.err and "Traceback" not in captured.err
+    assert "teacher view" not in captured.out  # failed before the teachers scored anything
+    assert not (out / "x").exists()  # so a corrected retry gets the same folder, not x2
+
+
 def test_teacher_views_label_the_augmented_copy_the_student_sees(trained_run):
     """Each epoch trains on one pre-augmented view with the teachers' targets for that very view."""
     import numpy as np
