@@ -41,8 +41,13 @@ def face_tile(image: Optional[np.ndarray] = None, box: Optional[Sequence[float]]
     around that face box.
     """
     if image is None:
-        from fer_edge.device.demo import load_astronaut
+        from fer_edge.device.demo import astronaut_path, load_astronaut
 
+        try:
+            astronaut_path()
+        except FerEdgeError:
+            raise FerEdgeError("the synthetic input's default face is scikit-image's astronaut photo: pip install "
+                               "fer-edge[demo], or give a photo of one face with --face-image") from None
         image, box = load_astronaut(), ASTRONAUT_FACE
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
@@ -62,6 +67,8 @@ def face_tile(image: Optional[np.ndarray] = None, box: Optional[Sequence[float]]
 
 def load_face_image(path: Path | str) -> np.ndarray:
     """A face photo for ``--face-image``: a clear error if it is not a readable image."""
+    if not Path(path).is_file():  # checked first: OpenCV would also print its own warning
+        raise FerEdgeError(f"{path}: face image not found")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise FerEdgeError(f"{path}: not a readable image (--face-image wants a photo of one face)")

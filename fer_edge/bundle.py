@@ -151,7 +151,9 @@ def _extract_archive(path: Path) -> Path:
                     raise FerEdgeError(f"{path}: unsafe archive member {member.name}")
             tar.extractall(target)
     except (tarfile.TarError, OSError) as exc:
-        raise FerEdgeError(f"{path}: not a readable bundle archive ({exc})") from None
+        # tarfile's "r:*" lists one reason per compression it tried; the first line says enough.
+        reason = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__
+        raise FerEdgeError(f"{path}: not a readable bundle archive ({reason})") from None
     manifests = list(target.rglob(MANIFEST))
     if len(manifests) != 1:
         raise FerEdgeError(f"{path}: archive must hold exactly one {MANIFEST}")

@@ -6,6 +6,7 @@ import pytest
 from helpers import run_main
 
 from fer_edge.benchmarks.cli import main
+from fer_edge.errors import FerEdgeError
 
 
 @pytest.fixture
@@ -38,6 +39,7 @@ def a_photo(tmp_path):
     (["--model", "{tmp}/none.tflite"], "none.tflite not found"),
     (["--model", "{video}"], "neither a .tflite file nor a bundle"),
     (["--face-image", "{video}"], "not a readable image"),
+    (["--face-image", "{tmp}/nope.jpg"], "nope.jpg: face image not found"),
     (["--bundle", "{tmp}"], "not a fer-edge bundle"),
 ])
 def test_unusable_input_is_one_clear_error(args, message, tmp_path, not_a_video, a_photo, monkeypatch, capsys):
@@ -50,3 +52,17 @@ def test_unusable_input_is_one_clear_error(args, message, tmp_path, not_a_video,
     assert code == 2, err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "o" / "bench.json").exists()
+
+
+def test_without_scikit_image_the_synthetic_input_points_to_face_image(tmp_path, monkeypatch, capsys):
+    """A device install has no scikit-image: the default input's error says how to go on without it."""
+    import fer_edge.device.demo as demo
+
+    def no_photo():
+        raise FerEdgeError("the demo clip needs the sample photo from scikit-image")
+
+    monkeypatch.setattr(demo, "astronaut_path", no_photo)
+    code = run_main(main, ["--frames", "2", "--warmup", "0", "--threads", "1", "--no-progress",
+                           "--out", str(tmp_path / "o")], monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 2 and "--face-image" in err and "Traceback" not in err

@@ -78,6 +78,14 @@ def test_not_a_bundle(tmp_path):
         load_bundle(tmp_path)
 
 
+def test_corrupt_archive_is_refused_in_one_line(tmp_path):
+    corrupt = tmp_path / "bundle.tar.gz"
+    corrupt.write_bytes(b"\x1f\x8b not really gzip" * 10)
+    with pytest.raises(FerEdgeError, match="not a readable bundle archive") as info:
+        load_bundle(corrupt)
+    assert "\n" not in str(info.value)
+
+
 def test_unsafe_archive_refused(tmp_path, bundle_dir):
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:
