@@ -23,7 +23,7 @@ from typing import Any, Optional
 import click
 
 from fer_edge import __version__
-from fer_edge.cli_util import run_cli, unique_run_dir
+from fer_edge.cli_util import quiet_native_logs, run_cli, unique_run_dir
 from fer_edge.device.detect import DETECTORS, DetectorOptions
 from fer_edge.device.runtime import RUNTIMES
 from fer_edge.errors import FerEdgeError
@@ -202,6 +202,7 @@ def bench(
 
 def main() -> None:
     """Console-script entry point (``fer-bench``)."""
+    quiet_native_logs()
     logging.basicConfig(level=logging.WARNING, format="fer-bench: %(message)s", stream=sys.stderr)
     run_cli(cli)
 

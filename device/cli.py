@@ -25,7 +25,7 @@ from typing import Any, Optional
 import click
 
 from fer_edge import __version__
-from fer_edge.cli_util import run_cli
+from fer_edge.cli_util import quiet_native_logs, run_cli
 from fer_edge.device.detect import DETECTORS, DetectorOptions
 from fer_edge.device.info import default_threads, device_facts, format_facts
 from fer_edge.device.runtime import RUNTIMES
@@ -182,6 +182,7 @@ cli.add_command(info_command, "doctor")
 
 def main() -> None:
     """Console-script entry point (``fer-device``)."""
+    quiet_native_logs()
     logging.basicConfig(level=logging.INFO, format="fer-device: %(message)s", stream=sys.stderr)
     run_cli(cli)
 

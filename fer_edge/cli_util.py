@@ -14,6 +14,24 @@ import click
 from fer_edge.errors import FerEdgeError
 
 
+def quiet_native_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own warnings off stderr, where fer-edge says what went wrong in one line.
+
+    An unreadable video or a refused stream would otherwise print FFmpeg's
+    "[mov,mp4,...] moov atom not found" or OpenCV's "[ WARN:0@0.1] ..." above
+    that line. A user who wants them sets OPENCV_FFMPEG_LOGLEVEL or
+    OPENCV_LOG_LEVEL, which are left as they are. FFmpeg reads its variable
+    when OpenCV first opens a video, so this must run before any source opens.
+    """
+    import os
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def run_cli(command: Callable[..., object]) -> None:
     """Call a click command; print user errors as one line and exit non-zero."""
     try:
