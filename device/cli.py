@@ -116,6 +116,9 @@ def run(
     lores_size = parse_resolution(lores) if lores else None
     kind = describe_source(source)
     still = kind in ("image", "folder")
+    if as_json and not still:
+        raise FerEdgeError("--json prints results for photos (an image file or a folder of them); for a camera, "
+                           "stream or video use --log run.jsonl")
     window = not headless and not still and has_display()
     if not headless and not still and not window:
         _say("no display available, running headless")

@@ -63,7 +63,11 @@ WIDTHS = WidthsParam()
 def _load(data: Optional[Path], labels: str, ferplus: Optional[Path], eight: bool, skip_bad: bool,
           seed: int = 0) -> FaceData:
     path = data or default_data_dir()
-    click.echo(f"loading {path} ({labels} labels)...")
+    if eight and labels == "fer2013":
+        raise FerEdgeError("--eight-classes keeps FER+'s contempt votes as an 8th class: it needs --labels ferplus "
+                           "or ferplus-soft")
+    layout = "image folders" if (Path(path) / "train").is_dir() else f"{labels} labels"
+    click.echo(f"loading {path} ({layout})...")
     dataset = load_dataset(path, labels=labels, ferplus=ferplus, eight_classes=eight, skip_bad=skip_bad,
                            seed=seed)
     if dataset.skipped:

@@ -267,7 +267,8 @@ def load_ferplus(
     if not keep:
         raise FerEdgeError(f"{ferplus_path}: no rows left after the FER+ drop rules")
     keep_arr = np.asarray(keep)
-    notes = bad.notes + [f"FER+ dropped {dropped} rows (not a face, unknown, NF or contempt)"]
+    reasons = "not a face, unknown or NF" if eight_classes else "not a face, unknown, NF or contempt"
+    notes = bad.notes + [f"FER+ dropped {dropped} rows ({reasons})"]
     checksum = hashlib.sha256((sha256_file(fer_path) + sha256_file(ferplus_path)).encode()).hexdigest()
     return FaceData(
         images[keep_arr], np.asarray(labels, np.int64), splits[keep_arr], classes,

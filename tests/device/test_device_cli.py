@@ -97,6 +97,8 @@ def test_user_errors_are_one_line(tmp_path) -> None:
     assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.jpg'}: no such file"]
     done = _fer_device("run", "--source", "demo", "--log", str(tmp_path / "nope" / "x.jsonl"))
     assert done.returncode == 2 and "folder" in done.stderr and "Traceback" not in done.stderr
+    done = _fer_device("run", "--source", "demo", "--headless", "--json")
+    assert done.returncode == 2 and done.stderr.strip().startswith("error: --json prints results for photos")
     # A file that claims to be an MP4 makes FFmpeg complain on its own; only fer-device's line may show.
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + os.urandom(500))

@@ -490,6 +490,13 @@ def test_a_fit_that_cannot_start_fails_fast_in_one_line_and_leaves_no_run_folder
     assert not (out / "x").exists()  # so a corrected retry gets the same folder, not x2
 
 
+def test_eight_classes_without_ferplus_labels_is_a_one_line_error(monkeypatch, capsys):
+    from fer_edge.train.cli import main
+
+    assert run_main(main, ["--eight-classes", "--limit", "4"], monkeypatch) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --eight-classes keeps FER+'s contempt votes")
+
+
 def test_teacher_views_label_the_augmented_copy_the_student_sees(trained_run):
     """Each epoch trains on one pre-augmented view with the teachers' targets for that very view."""
     import numpy as np
