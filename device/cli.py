@@ -175,9 +175,15 @@ def run(
 @click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle to check (default: shipped).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info_command(bundle: Optional[Path], as_json: bool) -> None:
-    """Runtime, CPU, bundle checksums, cameras and OpenCV facts of this device."""
+    """Runtime, CPU, bundle checksums, cameras and OpenCV facts of this device.
+
+    Exits 1 when no runtime loads or the bundle fails its checks (after
+    printing everything), so a setup script can stop on it.
+    """
     facts = device_facts(bundle)
     click.echo(json.dumps(facts, indent=2) if as_json else format_facts(facts))
+    if not facts["runtime"]["selected"] or not facts["bundle"].get("verified"):
+        sys.exit(1)
 
 
 cli.add_command(info_command, "doctor")

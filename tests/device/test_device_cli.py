@@ -161,3 +161,9 @@ def test_yunet_without_model_and_info(tmp_path) -> None:
     assert facts["bundle"]["verified"] is True
     assert facts["runtime"]["selected"].split()[0] in ("litert", "tflite-runtime", "tensorflow")
     assert set(facts["opencv"]) >= {"haar", "yunet", "gui", "video_io"}
+    # A bundle that fails its checks is reported, and the exit code says so for setup scripts.
+    tampered = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), tampered)
+    (tampered / "labels.txt").write_text("x\n")
+    result = _invoke("info", "--bundle", str(tampered))
+    assert result.exit_code == 1 and "NOT USABLE" in result.output
