@@ -297,7 +297,6 @@ class CsvLog(_LineLog):
                 self._writer.writerow({"type": "minute", "time": iso_time(minute * 60, "minutes"),
                                        "label": label, "count": counts[label]})
 
-
     def _write_end(self, summary: RunSummary) -> None:
         now = time.time()
         row: dict[str, Any] = {"type": "end", "time": iso_time(now), "ts": f"{now:.3f}", "frame": summary.frames,

@@ -29,7 +29,9 @@ def quiet_native_logs() -> None:
     if "OPENCV_LOG_LEVEL" not in os.environ:
         import cv2
 
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        log = getattr(getattr(cv2, "utils", None), "logging", None)  # absent from some distro builds
+        if log is not None:
+            log.setLogLevel(log.LOG_LEVEL_ERROR)
 
 
 def run_cli(command: Callable[..., object]) -> None:
