@@ -30,6 +30,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from fer_edge.device.pipeline import STAGES
 from fer_edge.errors import FerEdgeError
+from fer_edge.files import write_atomic
 from fer_edge.benchmarks.bench import SCHEMA
 from fer_edge.benchmarks.stats import SUMMARY_KEYS, ratio
 
@@ -336,9 +337,14 @@ def save_figure(fig: Any, path: Path) -> Path:
 
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -398,11 +404,13 @@ def write_report(report: dict[str, Any], out_dir: Path, name: str = "bench", plo
     """Write NAME.json, NAME.md and (with matplotlib) NAME_latency.png / NAME_fps_threads.png into `out_dir`.
 
     Returns {"json": path, "markdown": path, "plots": [paths], "note": why plots are missing or None}.
+    Every file is written under a temporary name and renamed, and NAME.json comes last: it is what
+    ``--compare`` reads, so its presence means the whole report was written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
-    json_path.write_text(dumps(validate_report(report)), encoding="utf-8")
+    text = dumps(validate_report(report))
     made: list[Path] = []
     note = None
     if plots:
@@ -413,5 +421,6 @@ def write_report(report: dict[str, Any], out_dir: Path, name: str = "bench", plo
                     made.append(path)
         except ImportError:
             note = "matplotlib is not installed: no PNG plots (pip install matplotlib)"
-    md_path.write_text(to_markdown(report, [str(p) for p in made]), encoding="utf-8")
+    write_atomic(md_path, to_markdown(report, [str(p) for p in made]))
+    write_atomic(json_path, text)
     return {"json": json_path, "markdown": md_path, "plots": made, "note": note}

@@ -12,6 +12,7 @@ import numpy as np
 
 from fer_edge.cli_util import run_cli
 from fer_edge.errors import FerEdgeError
+from fer_edge.files import write_atomic
 from fer_edge.labels import validate_classes
 from fer_edge.preprocess import PreprocessSpec, spec_beside
 
@@ -49,12 +50,6 @@ def check_model_shape(model, path: Path, classes: tuple[str, ...], spec: Preproc
     if model.output_shape[-1] != len(classes):
         raise FerEdgeError(f"{path}: model has {model.output_shape[-1]} outputs but {len(classes)} classes "
                            f"({', '.join(classes)})")
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,8 +138,16 @@ def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_d
         click.echo(f"[{mode}] converting...")
         tflite_bytes = convert_model(keras_model, mode, spec, calibration)
         tflite_path = out_dir / f"emotion_{mode}.tflite"
-        write_atomic(tflite_path, tflite_bytes)
-        probs = tflite_probabilities(tflite_path, check_split.images, spec, threads, runtime, desc=f"[{mode}] check")
+        # Checked under a hidden name first: a run killed mid-check leaves the previous model and its
+        # report together, never a new model beside an old report.
+        unchecked = out_dir / f".{tflite_path.stem}.unchecked.tflite"
+        write_atomic(unchecked, tflite_bytes)
+        try:
+            probs = tflite_probabilities(unchecked, check_split.images, spec, threads, runtime,
+                                         desc=f"[{mode}] check")
+        except BaseException:
+            unchecked.unlink(missing_ok=True)
+            raise
         check = compare(check_split.labels, ref_probs, probs, classes)
         report = {
             "mode": mode, "source_model": str(model_path), "split": split, "runtime": str(runtime),
@@ -154,6 +157,7 @@ def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_d
             "check": check, "versions": versions(),
         }
         md = markdown_report(report)
+        unchecked.replace(tflite_path)
         write_atomic(out_dir / f"report_{mode}.json", json.dumps(report, indent=2) + "\n")
         write_atomic(out_dir / f"report_{mode}.md", md)
         results[mode] = (tflite_path, report, md)

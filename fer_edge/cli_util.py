@@ -1,7 +1,8 @@
 """Helpers shared by the four command-line tools.
 
-`run_cli` turns `FerEdgeError` (and the few OS errors a user can cause) into a
-one-line message on stderr and exit code 2, so bad input never shows a traceback.
+`run_cli` turns `FerEdgeError` and OS errors (a missing path, a full disk, a
+read-only filesystem) into a one-line message on stderr and exit code 2, so bad
+input never shows a traceback.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def run_cli(command: Callable[..., object]) -> None:
     except FerEdgeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        click.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
+    except OSError as exc:  # a missing or unwritable path, a full disk, a read-only filesystem
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from fer_edge.errors import FerEdgeError
+from fer_edge.files import write_atomic
 from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec, normalize, spec_beside
 from fer_edge.train.augment import TTA_TRANSFORMS, AugmentConfig, augment_batch, mixup_batch, warp_batch
 from fer_edge.train.data import FaceData
@@ -93,15 +94,6 @@ def atomic_save(model, path: Path) -> None:
     """Save a Keras model via a temporary file and an atomic rename."""
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     model.save(tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -208,7 +200,7 @@ def build_callbacks(run_dir: Path, cfg: TrainConfig, start_best: float):
                 self.wait += 1
             atomic_save(self.model, run_dir / "last.keras")
             state = {"epoch": epoch + 1, "best_val_accuracy": self.best, "wait": self.wait}
-            atomic_write_text(run_dir / "state.json", json.dumps(state, indent=2))
+            write_atomic(run_dir / "state.json", json.dumps(state, indent=2))
             if self.wait >= cfg.patience:
                 print(f"early stop: no val improvement for {cfg.patience} epochs", flush=True)
                 self.model.stop_training = True

@@ -133,6 +133,6 @@ def _save_fig(fig, path: Path) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    from fer_edge.train.fit import atomic_write_text
+    from fer_edge.files import write_atomic
 
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    write_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -82,6 +82,19 @@ def test_write_report_writes_json_markdown_and_plots(tiny_report, tmp_path):
     assert "r_fps_threads.png" in written["markdown"].read_text()
 
 
+def test_a_report_that_fails_midway_leaves_no_json(tiny_report, tmp_path, monkeypatch):
+    """NAME.json is written last, so its presence means the whole report is there (and nothing is torn)."""
+    import fer_edge.benchmarks.report as report_module
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report_module, "to_markdown", full_disk)
+    with pytest.raises(OSError):
+        write_report(copy.deepcopy(tiny_report), tmp_path, "r", plots=False)
+    assert not (tmp_path / "r.json").exists() and not list(tmp_path.glob(".*"))
+
+
 @needs_face_photo
 def test_command_end_to_end(tmp_path, monkeypatch, capsys, shipped_bundle):
     copy_path = tmp_path / "copy.tflite"

@@ -69,6 +69,7 @@ def test_each_mode_converts_and_passes_gate(model_dir, tmp_path, monkeypatch, fl
     assert set(report["check"]["per_class"]) == set(FER2013_CLASSES)
     assert 0.0 <= report["check"]["agreement"] <= 1.0
     assert (out / f"report_{mode}.md").read_text().startswith("# fer-convert accuracy report")
+    assert (out / f"emotion_{mode}.tflite").exists() and not list(out.glob(".*"))  # no unchecked or temp files
     bundle = load_bundle(out / "bundle")
     assert bundle.manifest["model"]["mode"] == mode
     assert bundle.manifest["model"]["input"]["dtype"] == ("int8" if mode == "int8" else "float32")
