@@ -244,12 +244,17 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
     (run_dir / "classes.json").write_text(json.dumps(list(dataset.classes)) + "\n")
     (run_dir / "preprocess.json").write_text(json.dumps(cfg.spec.to_dict(), indent=2) + "\n")
 
+    resumed_at = 0
+    if resume_dir and (run_dir / "state.json").exists():
+        resumed_at = int(json.loads((run_dir / "state.json").read_text())["epoch"])
     t0 = time.time()
     try:
         model, macs = train(dataset, run_dir, cfg, resume=bool(resume_dir))
-    except FerEdgeError:
+    except (FerEdgeError, KeyboardInterrupt):
         if not resume_dir:
             _discard_unstarted(run_dir)
+        if (run_dir / "last.keras").exists():
+            click.echo(f"continue with: fer-train fit --resume {run_dir}", err=True)
         raise
     wall = time.time() - t0
     final = with_softmax(model)
@@ -260,6 +265,7 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
     val = evaluate_model(model, dataset, "val", cfg.spec, run_dir, "val")
     report = evaluate_model(model, dataset, report_split, cfg.spec, run_dir, report_split)
     history = (run_dir / "history.csv").read_text().strip().splitlines()
+    epochs_now = len(history) - 1 - resumed_at  # wall time covers this invocation's epochs only
     write_json(run_dir / "metrics.json", {
         "split": report_split,
         **report,
@@ -269,8 +275,9 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
         "macs": macs,
         "epochs_run": len(history) - 1,
         "wall_seconds": round(wall, 1),
-        "seconds_per_epoch": round(wall / max(1, len(history) - 1), 1),
-        "command": command,
+        "seconds_per_epoch": round(wall / max(1, epochs_now), 1),
+        "command": command if not resume_dir else saved["command"],
+        **({"resumed": {"command": command, "at_epoch": resumed_at}} if resume_dir else {}),
         "versions": versions(),
         "data": {"source": dataset.source, "sha256": dataset.checksum, "labels": labels,
                  "skipped": dataset.skipped},

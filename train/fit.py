@@ -209,10 +209,23 @@ def build_callbacks(run_dir: Path, cfg: TrainConfig, start_best: float):
     # validation, best.keras and last.keras all hold the average (it must come first in the list).
     # A resumed run therefore continues from the averaged weights, a small, harmless restart of the average.
     swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else []
+    # The history row goes first and state.json (which commits the epoch for --resume) last, so a kill
+    # in between leaves a row that --resume drops (`trim_history`) rather than a committed epoch with no row.
     return swap + [
-        Checkpoints(),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        Checkpoints(),
     ]
+
+
+def trim_history(history_csv: Path, epochs: int) -> None:
+    """Keep the header and the rows of the first ``epochs`` epochs: those state.json committed."""
+    if not history_csv.exists():
+        return
+    lines = history_csv.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].strip().isdigit()
+                        and int(line.split(",", 1)[0]) < epochs]
+    if kept != lines:
+        write_atomic(history_csv, "".join(kept))
 
 
 def _model_path(source: Path) -> Path:
@@ -501,6 +514,7 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
         if state_path.exists():
             state = json.loads(state_path.read_text())
             start_epoch, best = int(state["epoch"]), float(state["best_val_accuracy"])
+        trim_history(run_dir / "history.csv", start_epoch)
         print(f"resuming from epoch {start_epoch} (best val accuracy {best:.4f})", flush=True)
     else:
         try:

@@ -63,10 +63,16 @@ def test_resume_continues_from_last_checkpoint(trained_run, monkeypatch, capsys)
     config = json.loads((run / "config.json").read_text())
     config["train"]["epochs"] = 3
     (run / "config.json").write_text(json.dumps(config))
+    # A kill after an epoch's history row but before state.json committed it: --resume redoes that epoch once.
+    with open(run / "history.csv", "a") as fh:
+        fh.write("2,0.1,2.0,0.1,2.0\n")
     assert run_main(main, ["--resume", str(run)], monkeypatch) == 0
     assert "resuming from epoch 2" in capsys.readouterr().out
     with open(run / "history.csv") as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1, 2]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["command"] == config["command"]  # the run's own command; the resume is recorded beside it
+    assert metrics["resumed"]["at_epoch"] == 2 and "--resume" in metrics["resumed"]["command"]
 
 
 def test_resume_with_init_is_a_one_line_error(trained_run, monkeypatch, capsys):
@@ -488,6 +494,21 @@ def test_a_fit_that_cannot_start_fails_fast_in_one_line_and_leaves_no_run_folder
     assert "Usage:" not in captured.err and "Traceback" not in captured.err
     assert "teacher view" not in captured.out  # failed before the teachers scored anything
     assert not (out / "x").exists()  # so a corrected retry gets the same folder, not x2
+
+
+def test_ctrl_c_before_the_first_epoch_ends_leaves_no_run_folder(trained_run, tmp_path, monkeypatch, capsys):
+    import fer_edge.train.fit as fit
+    from fer_edge.train.cli import main
+
+    _, data = trained_run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit, "train", interrupted)
+    out = tmp_path / "runs"
+    assert run_main(main, ["--data", str(data), "--out", str(out), "--name", "x"], monkeypatch) == 130
+    assert not (out / "x").exists() and "--resume" not in capsys.readouterr().err
 
 
 def test_eight_classes_without_ferplus_labels_is_a_one_line_error(monkeypatch, capsys):
