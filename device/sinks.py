@@ -334,7 +334,14 @@ def open_log(path: Path | str, classes: Sequence[str], fmt: str = "auto",
 
 
 class VideoSink:
-    """Annotated frames to a video file, opened at the first frame (whose size it keeps)."""
+    """Annotated frames to a video file, opened at the first frame (whose size it keeps).
+
+    Frames go to a hidden ``.<name>.part<ext>`` beside the target, which is
+    renamed to the target at close once OpenCV can read it back: an MP4 is
+    unplayable until its index is written at the end, and OpenCV's writer
+    reports no failed writes, so a full disk or a ``kill -9`` would otherwise
+    leave a broken file under the real name.
+    """
 
     needs_image = True
     stage = "video"
@@ -345,6 +352,7 @@ class VideoSink:
         if codec is None:
             raise FerEdgeError(f"{self.path}: unsupported video type (use one of {', '.join(VIDEO_CODECS)})")
         self.fourcc = cv2.VideoWriter_fourcc(*codec)
+        self._part = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
         self.fps = fps if fps and 0 < fps < 1000 else 15.0
         self.frames = 0
         self._writer: Any = None
@@ -360,7 +368,7 @@ class VideoSink:
         h, w = image.shape[:2]
         if self._writer is None:
             self._size = (w, h)
-            self._writer = cv2.VideoWriter(str(self.path), self.fourcc, self.fps, self._size)
+            self._writer = cv2.VideoWriter(str(self._part), self.fourcc, self.fps, self._size)
             if not self._writer.isOpened():
                 self._writer = None
                 raise FerEdgeError(f"{self.path}: cannot write video (this OpenCV build has no encoder for it)")
@@ -371,9 +379,17 @@ class VideoSink:
         self.frames += 1
 
     def close(self, summary: Optional[RunSummary] = None) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        check = cv2.VideoCapture(str(self._part))
+        readable = check.isOpened() and check.read()[0]
+        check.release()
+        if not readable:
+            self._part.unlink(missing_ok=True)
+            raise FerEdgeError(f"{self.path}: the video could not be written (disk full?); no file was kept")
+        os.replace(self._part, self.path)
 
 
 def has_display() -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -108,6 +109,19 @@ def test_draw_runs_only_for_sinks_that_need_pictures(bundle, tmp_path) -> None:
     capture = cv2.VideoCapture(str(tmp_path / "out.mp4"))
     ok, frame = capture.read()
     assert ok and frame.shape == (240, 320, 3)
+    assert not list(tmp_path.glob(".*"))  # the .part file became out.mp4
+
+
+def test_a_video_that_cannot_be_read_back_is_not_kept(tmp_path, monkeypatch) -> None:
+    """OpenCV's writer reports no failed writes (a full disk): close reads the file back before naming it."""
+    import fer_edge.device.sinks as sinks
+
+    video = VideoSink(tmp_path / "out.mp4", fps=5)
+    video(dataclasses.replace(_result(0, 1000.0), image=np.zeros((48, 64, 3), np.uint8)))
+    monkeypatch.setattr(sinks.cv2, "VideoCapture", lambda path: FakeCapture([]))
+    with pytest.raises(FerEdgeError, match="could not be written"):
+        video.close()
+    assert not list(tmp_path.iterdir())
 
 
 def test_lost_camera_ends_the_run_with_a_reason(bundle) -> None:
