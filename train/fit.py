@@ -196,14 +196,20 @@ def build_callbacks(run_dir: Path, cfg: TrainConfig, start_best: float):
                 self.best = acc
                 self.wait = 0
                 atomic_save(self.model, run_dir / "best.keras")
+                # The new best score is recorded at once (the epoch not yet committed), so a kill before
+                # last.keras is saved cannot let a worse epoch of the resumed run overwrite best.keras.
+                self._write_state(epoch)
             else:
                 self.wait += 1
             atomic_save(self.model, run_dir / "last.keras")
-            state = {"epoch": epoch + 1, "best_val_accuracy": self.best, "wait": self.wait}
-            write_atomic(run_dir / "state.json", json.dumps(state, indent=2))
+            self._write_state(epoch + 1)
             if self.wait >= cfg.patience:
                 print(f"early stop: no val improvement for {cfg.patience} epochs", flush=True)
                 self.model.stop_training = True
+
+        def _write_state(self, epochs_done: int) -> None:
+            state = {"epoch": epochs_done, "best_val_accuracy": self.best, "wait": self.wait}
+            write_atomic(run_dir / "state.json", json.dumps(state, indent=2))
 
     # With an EMA, the averaged weights are swapped in before the checkpoints see the model, so
     # validation, best.keras and last.keras all hold the average (it must come first in the list).

@@ -75,6 +75,28 @@ def test_resume_continues_from_last_checkpoint(trained_run, monkeypatch, capsys)
     assert metrics["resumed"]["at_epoch"] == 2 and "--resume" in metrics["resumed"]["command"]
 
 
+def test_a_new_best_is_recorded_before_the_epoch_is_committed(tmp_path, monkeypatch):
+    """Killed between best.keras and last.keras: state.json already holds the new best, the epoch uncommitted."""
+    import fer_edge.train.fit as fit
+    from fer_edge.train.model import make_model
+
+    saved = []
+
+    def save_then_die_on_last(model, path):
+        saved.append(path.name)
+        if path.name == "last.keras":
+            raise KeyboardInterrupt  # the kill
+
+    monkeypatch.setattr(fit, "atomic_save", save_then_die_on_last)
+    checkpoints = fit.build_callbacks(tmp_path, fit.TrainConfig(), start_best=0.30)[-1]
+    checkpoints.set_model(make_model(7, stages=((4, 1), (4, 1), (4, 1), (4, 1), (4, 1))))
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.on_epoch_end(4, {"val_accuracy": 0.42})
+    assert saved == ["best.keras", "last.keras"]
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["epoch"] == 4 and state["best_val_accuracy"] == pytest.approx(0.42)
+
+
 def test_resume_with_init_is_a_one_line_error(trained_run, monkeypatch, capsys):
     from fer_edge.train.cli import main
 
