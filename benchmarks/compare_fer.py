@@ -329,7 +329,7 @@ def plot(report: dict[str, Any], path: Path) -> Optional[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from fer_edge.benchmarks.report import save_figure
+        from fer_edge.files import save_figure
     except ImportError:
         return None
     m, p = report["model_level"], report.get("pipeline_level")

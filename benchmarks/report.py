@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from fer_edge.device.pipeline import STAGES
 from fer_edge.errors import FerEdgeError
-from fer_edge.files import write_atomic
+from fer_edge.files import save_figure, write_atomic
 from fer_edge.benchmarks.bench import SCHEMA
 from fer_edge.benchmarks.stats import SUMMARY_KEYS, ratio
 
@@ -329,23 +328,6 @@ def short_labels(rows: Sequence[dict[str, Any]]) -> tuple[list[str], str]:
     if not varying:
         return [r["key"] for r in rows], common
     return ["/".join(f(r) for f in varying).replace(" thread(s)", "t").replace(" face(s)", "f") for r in rows], common
-
-
-def save_figure(fig: Any, path: Path) -> Path:
-    """Lay out, write (temporary name, then rename, so a killed run leaves no torn PNG) and close a figure."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return path
 
 
 def plot_latency(report: dict[str, Any], path: Path) -> Optional[Path]:

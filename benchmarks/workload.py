@@ -41,14 +41,12 @@ def face_tile(image: Optional[np.ndarray] = None, box: Optional[Sequence[float]]
     around that face box.
     """
     if image is None:
-        from fer_edge.device.demo import astronaut_path, load_astronaut
+        from fer_edge.device.demo import load_astronaut
 
         try:
-            astronaut_path()
-        except FerEdgeError:
-            raise FerEdgeError("the synthetic input's default face is scikit-image's astronaut photo: pip install "
-                               "fer-edge[demo], or give a photo of one face with --face-image") from None
-        image, box = load_astronaut(), ASTRONAUT_FACE
+            image, box = load_astronaut(), ASTRONAUT_FACE
+        except FerEdgeError as exc:  # e.g. a device install without scikit-image's photo
+            raise FerEdgeError(f"{exc}; or give a photo of one face with --face-image") from None
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     h, w = image.shape[:2]

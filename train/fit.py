@@ -224,14 +224,15 @@ def build_callbacks(run_dir: Path, cfg: TrainConfig, start_best: float):
 
 
 def trim_history(history_csv: Path, epochs: int) -> None:
-    """Keep the header and the rows of the first ``epochs`` epochs: those state.json committed."""
+    """Keep the header and the rows of the first ``epochs`` epochs: those state.json committed.
+
+    Rows are written one per epoch, in order, so any uncommitted row is at the end.
+    """
     if not history_csv.exists():
         return
     lines = history_csv.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].strip().isdigit()
-                        and int(line.split(",", 1)[0]) < epochs]
-    if kept != lines:
-        write_atomic(history_csv, "".join(kept))
+    if len(lines) > 1 + epochs:
+        write_atomic(history_csv, "".join(lines[:1 + epochs]))
 
 
 def _model_path(source: Path) -> Path:

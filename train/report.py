@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from fer_edge.files import save_figure
+
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """Top-1 accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix.
@@ -94,8 +96,7 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    _save_fig(fig, path)
+    save_figure(fig, path)
 
 
 def plot_curves(history_csv: Path, path: Path) -> None:
@@ -119,17 +120,7 @@ def plot_curves(history_csv: Path, path: Path) -> None:
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    _save_fig(fig, path)
-
-
-def _save_fig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
