@@ -161,6 +161,10 @@ def _discard_unstarted(run_dir: Path) -> None:
 @click.option("--teacher-tta", is_flag=True,
               help="With --teacher: the teachers also average their logits over small shifts and zooms of each "
                    "face (14 copies with the mirrors), a steadier target; seven times as many teacher passes, once.")
+@click.option("--teacher-tta-offset", is_flag=True,
+              help="With --teacher-views: score the clean faces once as --teacher-tta does and once with the "
+                   "face and its mirror, and add the difference to every view's logits: the TTA ensemble's "
+                   "correction for one TTA pass instead of one per view.")
 @click.option("--teacher-mixup", type=click.FloatRange(0), default=TrainConfig.teacher_mixup, show_default=True,
               metavar="ALPHA",
               help="With --teacher-views: blend each face of a view with another face (mixup, weight from "
@@ -185,8 +189,8 @@ def _discard_unstarted(run_dir: Path) -> None:
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         dropout, label_smoothing, erase_prob, warmup, ema, teacher, teacher_weight, teacher_temperature,
-        teacher_views, teacher_tta, teacher_mixup, widths, head, mirror, class_weight, no_augment, seed, threads, limit,
-        skip_bad, report_split) -> None:
+        teacher_views, teacher_tta, teacher_tta_offset, teacher_mixup, widths, head, mirror, class_weight,
+        no_augment, seed, threads, limit, skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
 
@@ -197,6 +201,9 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
         raise FerEdgeError("--teacher-mixup blends the teacher views: it needs --teacher-views")
     if teacher_tta and not teacher:
         raise FerEdgeError("--teacher-tta needs at least one --teacher to average")
+    if teacher_tta_offset and (not teacher_views or teacher_tta):
+        raise FerEdgeError("--teacher-tta-offset corrects the face-and-mirror teacher views: it needs "
+                           "--teacher-views and no --teacher-tta")
     if resume_dir and init_from:
         raise FerEdgeError("--resume and --init do not mix: --resume continues a run with its own weights; "
                            "use --init for a new run")
@@ -223,7 +230,8 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                           init=str(init_from) if init_from else None, ema=ema,
                           teachers=tuple(str(t) for t in teacher), teacher_weight=teacher_weight,
                           teacher_temperature=teacher_temperature, teacher_views=teacher_views,
-                          teacher_tta=teacher_tta, teacher_mixup=teacher_mixup,
+                          teacher_tta=teacher_tta, teacher_tta_offset=teacher_tta_offset,
+                          teacher_mixup=teacher_mixup,
                           widths=widths or (), head=head, mirror=mirror,
                           augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed)

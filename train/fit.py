@@ -51,6 +51,7 @@ class TrainConfig:
     teacher_temperature: float = 2.0  # softens the teacher's logits before they become targets
     teacher_views: int = 0  # >0: the teachers score this many augmented copies of each face (consistent teaching)
     teacher_tta: bool = False  # the teachers also average over TTA_TRANSFORMS' shifts and zooms
+    teacher_tta_offset: bool = False  # views get the clean face's TTA-minus-plain logits (with teacher_views)
     teacher_mixup: float = 0.0  # >0: each view blends every face with another (mixup, Beta(a, a)); 0: off
     widths: tuple[int, ...] = ()  # channels per stage (): the default network
     head: int = 0  # channels of the pooled 1x1 head before the classifier (0: none)
@@ -316,10 +317,11 @@ def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, 
 
 
 def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...],
-                    temperature: float, tta: bool = False) -> np.ndarray:
+                    temperature: float, tta: bool = False, offset: Optional[np.ndarray] = None) -> np.ndarray:
     """The teachers' class distribution for each face, from their mirror-averaged mean logits.
 
     With ``tta`` the logits are also averaged over ``TTA_TRANSFORMS``' shifts and zooms.
+    ``offset`` (N, C) is added to the mean logits before the softening (see ``tta_offset``).
 
     Offline distillation: computed once before training, so it costs one
     inference pass per teacher instead of a teacher forward pass per step.
@@ -328,22 +330,42 @@ def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[s
     The temperature spreads probability onto the classes the teachers find
     plausible, which is the signal hard labels lack on an ambiguous face.
     """
-    z = mean_logits(sources, faces, classes, mirror=True, role="teacher", tta=tta) / np.float32(temperature)
+    z = mean_logits(sources, faces, classes, mirror=True, role="teacher", tta=tta)
+    if offset is not None:
+        z += offset
+    z /= np.float32(temperature)
     z -= z.max(axis=1, keepdims=True)
     probs = np.exp(z)
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def distillation_targets(sources: Sequence[Path], faces: np.ndarray, data: FaceData, cfg: TrainConfig,
-                         labels: Optional[np.ndarray] = None) -> np.ndarray:
+                         labels: Optional[np.ndarray] = None, offset: Optional[np.ndarray] = None) -> np.ndarray:
     """Each face's training target: ``cfg.teacher_weight`` of the teachers' distribution, the rest its label.
 
     ``faces`` are ``data``'s faces as the teachers should see them: as they are, or an augmented copy.
     ``labels`` replaces ``data``'s label distributions where a view changed what a face shows (mixup).
+    ``offset`` shifts the teachers' logits per face (``tta_offset``).
     """
-    taught = teacher_targets(sources, faces, data.classes, cfg.teacher_temperature, cfg.teacher_tta)
+    taught = teacher_targets(sources, faces, data.classes, cfg.teacher_temperature, cfg.teacher_tta, offset)
     labels = label_distributions(data) if labels is None else labels
     return (1 - cfg.teacher_weight) * labels + cfg.teacher_weight * taught
+
+
+def tta_offset(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
+    """How far the teachers' TTA-averaged logits of each clean face lie from their face-and-mirror logits.
+
+    The shift-and-zoom average is the strongest teacher there is, but it
+    costs seven times the passes of the face and its mirror, so scoring
+    every augmented view with it takes hours on a CPU. Added to a view's
+    face-and-mirror logits, this per-face correction carries the TTA
+    ensemble's second opinion into every view for the price of one TTA
+    pass over the clean faces, while the view's own logits still say what
+    an augmentation hid.
+    """
+    print("teacher TTA offset: clean faces with and without the shifts and zooms", flush=True)
+    return (mean_logits(sources, faces, classes, mirror=True, role="teacher", tta=True)
+            - mean_logits(sources, faces, classes, mirror=True, role="teacher", tta=False))
 
 
 @dataclass(frozen=True)
@@ -368,10 +390,13 @@ def teacher_views(sources: Sequence[Path], data: FaceData, cfg: TrainConfig) -> 
 
     With ``cfg.teacher_mixup``, each copy is also blended with another
     face's copy, and its label part mixes the two labels by the same weight.
+    With ``cfg.teacher_tta_offset``, every view's logits get ``tta_offset``
+    of its clean face.
     """
     images = np.empty((cfg.teacher_views, *data.images.shape), np.uint8)
     targets = np.empty((cfg.teacher_views, len(data), len(data.classes)), np.float32)
     labels = label_distributions(data)
+    offset = tta_offset(sources, data.images, data.classes) if cfg.teacher_tta_offset else None
     for view in range(cfg.teacher_views):
         rng = np.random.default_rng((cfg.seed, view))
         faces = augment_batch(data.images, rng, cfg.augment)
@@ -381,7 +406,7 @@ def teacher_views(sources: Sequence[Path], data: FaceData, cfg: TrainConfig) -> 
             view_labels = lam[:, None] * labels + (1 - lam[:, None]) * labels[partner]
         np.rint(faces, out=images[view], casting="unsafe")
         print(f"teacher view {view + 1}/{cfg.teacher_views}", flush=True)
-        targets[view] = distillation_targets(sources, images[view], data, cfg, view_labels)
+        targets[view] = distillation_targets(sources, images[view], data, cfg, view_labels, offset)
     return TeacherViews(images, targets)
 
 

@@ -601,6 +601,37 @@ def test_teacher_mixup_views_mix_the_labels_by_the_blend_weight(trained_run):
     np.testing.assert_allclose(plain.targets[0], onehot)
 
 
+def test_teacher_tta_offset_adds_the_clean_faces_tta_correction_to_every_view(trained_run):
+    """Each view's logits move by the clean face's TTA-minus-plain logits before the softening."""
+    import numpy as np
+
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.data import FaceData
+    from fer_edge.train.fit import TrainConfig, mean_logits, teacher_views
+
+    run, _ = trained_run
+    faces = np.random.default_rng(1).integers(0, 256, (8, 48, 48), dtype=np.uint8)
+    data = FaceData(faces, np.arange(8) % 7, np.array(["train"] * 8), FER2013_CLASSES, "generated", "-")
+    cfg = TrainConfig(teacher_views=2, teacher_weight=1.0, teacher_temperature=2.0, teacher_tta_offset=True, seed=3)
+    views = teacher_views([run], data, cfg)
+    offset = (mean_logits([run], faces, FER2013_CLASSES, tta=True) - mean_logits([run], faces, FER2013_CLASSES))
+    assert np.abs(offset).max() > 1e-4  # the shifts and zooms do change this model's reading
+    for view in range(2):
+        z = (mean_logits([run], views.images[view], FER2013_CLASSES) + offset) / 2.0
+        want = np.exp(z - z.max(axis=1, keepdims=True))
+        np.testing.assert_allclose(views.targets[view], want / want.sum(axis=1, keepdims=True), atol=1e-5)
+
+
+@pytest.mark.parametrize("flags", [["--teacher-tta-offset"], ["--teacher-views", "2", "--teacher-tta",
+                                                                "--teacher-tta-offset"]])
+def test_teacher_tta_offset_needs_plain_views(flags, monkeypatch, capsys):
+    from fer_edge.train.cli import main
+
+    assert run_main(main, ["--teacher", "x", *flags], monkeypatch) != 0
+    err = capsys.readouterr().err
+    assert "--teacher-tta-offset corrects the face-and-mirror teacher views" in err and "Traceback" not in err
+
+
 def test_teacher_mixup_without_views_is_a_one_line_error(monkeypatch, capsys):
     from fer_edge.train.cli import main
 
