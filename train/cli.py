@@ -209,20 +209,7 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                            "use --init for a new run")
     if resume_dir:
         run_dir = Path(resume_dir)
-        saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
-        if saved is None:
-            raise FerEdgeError(f"{run_dir}: no config.json, not a fer-train run folder")
-        args = saved["args"]
-        data, labels, ferplus, eight_classes = (Path(args["data"]) if args["data"] else None, args["labels"],
-                                                Path(args["ferplus"]) if args["ferplus"] else None,
-                                                args["eight_classes"])
-        cfg_dict = dict(saved["train"])
-        old = cfg_dict.pop("teacher", None)  # runs written before --teacher could repeat
-        cfg_dict["teachers"] = tuple(cfg_dict.get("teachers") or ([old] if old else []))
-        cfg_dict["widths"] = tuple(cfg_dict.get("widths") or ())
-        cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k not in ("augment", "spec")},
-                          augment=AugmentConfig(**{**cfg_dict["augment"],
-                                                   "erase_area": tuple(cfg_dict["augment"]["erase_area"])}))
+        saved, cfg, (data, labels, ferplus, eight_classes) = _saved_run(run_dir)
     else:
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, dropout=dropout,
                           label_smoothing=label_smoothing, warmup_epochs=warmup,
@@ -236,9 +223,8 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                           augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed)
     configure_tensorflow(cfg.threads, cfg.seed)
-    from fer_edge.train.fit import atomic_save, export_saved_model, train
-    from fer_edge.train.model import with_softmax
-    from fer_edge.train.report import plot_curves, versions, write_json
+    from fer_edge.train.fit import train
+    from fer_edge.train.report import write_json
 
     if not resume_dir:
         run_dir = unique_run_dir(out, name or labels)
@@ -265,6 +251,46 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
             click.echo(f"continue with: fer-train fit --resume {run_dir}", err=True)
         raise
     wall = time.time() - t0
+    epochs_now = _epochs_logged(run_dir) - resumed_at  # wall time covers this invocation's epochs only
+    timing = {"wall_seconds": round(wall, 1), "seconds_per_epoch": round(wall / max(1, epochs_now), 1)}
+    extra = {"resumed": {"command": command, "at_epoch": resumed_at}} if resume_dir else {}
+    _write_outputs(run_dir, dataset, cfg, model, macs, report_split,
+                   {**timing, "command": command if not resume_dir else saved["command"], **extra}, labels)
+
+
+def _saved_run(run_dir: Path):
+    """A run folder's config.json: the raw dict, its TrainConfig, and its data arguments."""
+    saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
+    if saved is None:
+        raise FerEdgeError(f"{run_dir}: no config.json, not a fer-train run folder")
+    args = saved["args"]
+    data_args = (Path(args["data"]) if args["data"] else None, args["labels"],
+                 Path(args["ferplus"]) if args["ferplus"] else None, args["eight_classes"])
+    cfg_dict = dict(saved["train"])
+    old = cfg_dict.pop("teacher", None)  # runs written before --teacher could repeat
+    cfg_dict["teachers"] = tuple(cfg_dict.get("teachers") or ([old] if old else []))
+    cfg_dict["widths"] = tuple(cfg_dict.get("widths") or ())
+    cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k not in ("augment", "spec")},
+                      augment=AugmentConfig(**{**cfg_dict["augment"],
+                                               "erase_area": tuple(cfg_dict["augment"]["erase_area"])}))
+    return saved, cfg, data_args
+
+
+def _epochs_logged(run_dir: Path) -> int:
+    return len((run_dir / "history.csv").read_text().strip().splitlines()) - 1
+
+
+def _write_outputs(run_dir: Path, dataset: FaceData, cfg: TrainConfig, model, macs: int, report_split: str,
+                   run_info: dict, labels: str) -> None:
+    """Write a run's final files from its selected model: model.keras, SavedModel, plots, metrics.json.
+
+    Shared by ``fit`` and ``finish`` so a run stopped early ends with exactly the files of one that ran out.
+    ``run_info`` carries the timing and the command(s) that made the run.
+    """
+    from fer_edge.train.fit import atomic_save, export_saved_model
+    from fer_edge.train.model import with_softmax
+    from fer_edge.train.report import plot_curves, versions, write_json
+
     final = with_softmax(model)
     atomic_save(final, run_dir / "model.keras")
     export_saved_model(final, run_dir)
@@ -272,8 +298,6 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
 
     val = evaluate_model(model, dataset, "val", cfg.spec, run_dir, "val")
     report = evaluate_model(model, dataset, report_split, cfg.spec, run_dir, report_split)
-    history = (run_dir / "history.csv").read_text().strip().splitlines()
-    epochs_now = len(history) - 1 - resumed_at  # wall time covers this invocation's epochs only
     write_json(run_dir / "metrics.json", {
         "split": report_split,
         **report,
@@ -281,17 +305,52 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
         "val_macro_f1": val["macro_f1"],
         "params": int(model.count_params()),
         "macs": macs,
-        "epochs_run": len(history) - 1,
-        "wall_seconds": round(wall, 1),
-        "seconds_per_epoch": round(wall / max(1, epochs_now), 1),
-        "command": command if not resume_dir else saved["command"],
-        **({"resumed": {"command": command, "at_epoch": resumed_at}} if resume_dir else {}),
+        "epochs_run": _epochs_logged(run_dir),
+        **run_info,
         "versions": versions(),
         "data": {"source": dataset.source, "sha256": dataset.checksum, "labels": labels,
                  "skipped": dataset.skipped},
     })
     click.echo(f"{report_split} top-1 {report['accuracy']:.2%} (macro-F1 {report['macro_f1']:.3f}); "
                f"val top-1 {val['accuracy']:.2%}. Outputs in {run_dir}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--report-split", default="test", show_default=True,
+              help="Split scored into metrics.json (FER2013: test = PrivateTest).")
+def finish(run_dir: Path, report_split: str) -> None:
+    """End a stopped run (Ctrl-C, a kill) at its best epoch so far, without training more.
+
+    Writes what a run that used all its epochs writes (model.keras, the
+    SavedModel, curves, confusion matrices, metrics.json) from best.keras,
+    so a run that will not finish in the time left still gives a usable,
+    documented model. `fit --resume` instead trains on to the last epoch.
+    The wall time is the span from config.json to last.keras (teacher
+    scoring included), read from the file times.
+    """
+    from fer_edge.train.fit import configure_tensorflow
+
+    if not run_dir.is_dir():
+        raise FerEdgeError(f"{run_dir}: run folder not found")
+    saved, cfg, (data, labels, ferplus, eight_classes) = _saved_run(run_dir)
+    best, last = run_dir / "best.keras", run_dir / "last.keras"
+    if not best.exists() or not last.exists():
+        raise FerEdgeError(f"{run_dir}: no finished epoch to end at (best.keras and last.keras are needed)")
+    dataset = _load(data, labels, ferplus, eight_classes, False, cfg.seed)
+    configure_tensorflow(cfg.threads, cfg.seed)
+    from fer_edge.train.fit import load_keras_model, trim_history
+    from fer_edge.train.model import count_macs
+
+    state = json.loads((run_dir / "state.json").read_text())
+    trim_history(run_dir / "history.csv", int(state["epoch"]))
+    model = load_keras_model(best)
+    command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
+    wall = last.stat().st_mtime - (run_dir / "config.json").stat().st_mtime
+    _write_outputs(run_dir, dataset, cfg, model, count_macs(model), report_split,
+                   {"wall_seconds": round(wall, 1), "command": saved["command"],
+                    "finished": {"command": command, "at_epoch": int(state["epoch"]),
+                                 "of_epochs": cfg.epochs, "wall_from": "file times"}}, labels)
 
 
 @cli.command()

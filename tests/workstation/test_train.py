@@ -656,6 +656,45 @@ def test_resume_reads_a_run_written_with_a_single_teacher(trained_run, tmp_path,
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1]
 
 
+def test_finish_ends_a_stopped_run_at_its_best_epoch(trained_run, tmp_path, monkeypatch):
+    """A run killed mid-way gets every final file from best.keras, without training more."""
+    import shutil
+
+    from fer_edge.train.cli import main
+
+    run, _ = trained_run
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run, stopped)
+    for name in ("model.keras", "metrics.json", "curves.png", "confusion_test.png", "confusion_val.png"):
+        (stopped / name).unlink()
+    shutil.rmtree(stopped / "saved_model")
+    done = json.loads((stopped / "state.json").read_text())["epoch"]  # other tests may have resumed the run
+    with open(stopped / "history.csv", "a") as fh:  # a row the kill left uncommitted
+        fh.write(f"{done},0.5,1.0,0.5,1.0\n")
+    assert run_main(main, ["finish", str(stopped)], monkeypatch) == 0
+    for name in ("model.keras", "saved_model/saved_model.pb", "curves.png", "confusion_test.png", "metrics.json"):
+        assert (stopped / name).exists(), name
+    m = json.loads((stopped / "metrics.json").read_text())
+    original = json.loads((run / "metrics.json").read_text())
+    assert m["finished"]["at_epoch"] == done and m["epochs_run"] == done
+    assert m["command"] == original["command"] and m["wall_seconds"] >= 0
+    assert m["accuracy"] == original["accuracy"] and m["val_accuracy"] == original["val_accuracy"]
+
+
+def test_finish_without_a_finished_epoch_is_a_one_line_error(trained_run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from fer_edge.train.cli import main
+
+    run, _ = trained_run
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(run / "config.json", fresh / "config.json")
+    assert run_main(main, ["finish", str(fresh)], monkeypatch) != 0
+    err = capsys.readouterr().err
+    assert "no finished epoch to end at" in err and "Traceback" not in err
+
+
 def test_soft_labels_train_on_votes_but_select_on_majority_labels():
     """A tied vote's argmax can differ from its majority label; the checkpoint must be chosen on the latter."""
     import numpy as np
