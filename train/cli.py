@@ -334,15 +334,16 @@ def finish(run_dir: Path, report_split: str) -> None:
     if not run_dir.is_dir():
         raise FerEdgeError(f"{run_dir}: run folder not found")
     saved, cfg, (data, labels, ferplus, eight_classes) = _saved_run(run_dir)
-    best, last = run_dir / "best.keras", run_dir / "last.keras"
-    if not best.exists() or not last.exists():
-        raise FerEdgeError(f"{run_dir}: no finished epoch to end at (best.keras and last.keras are needed)")
+    best, last, state_path = run_dir / "best.keras", run_dir / "last.keras", run_dir / "state.json"
+    if not (best.exists() and last.exists() and state_path.exists()):
+        raise FerEdgeError(f"{run_dir}: no finished epoch to end at (best.keras, last.keras and state.json "
+                           f"are needed)")
     dataset = _load(data, labels, ferplus, eight_classes, False, cfg.seed)
     configure_tensorflow(cfg.threads, cfg.seed)
     from fer_edge.train.fit import load_keras_model, trim_history
     from fer_edge.train.model import count_macs
 
-    state = json.loads((run_dir / "state.json").read_text())
+    state = json.loads(state_path.read_text())
     trim_history(run_dir / "history.csv", int(state["epoch"]))
     model = load_keras_model(best)
     command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
