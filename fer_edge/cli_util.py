@@ -2,11 +2,13 @@
 
 `run_cli` turns `FerEdgeError` and OS errors (a missing path, a full disk, a
 read-only filesystem) into a one-line message on stderr and exit code 2, so bad
-input never shows a traceback.
+input never shows a traceback. It also turns SIGTERM into an exception, so a
+`kill` or a service stop runs the same cleanups as Ctrl-C.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
@@ -35,11 +37,41 @@ def quiet_native_logs() -> None:
             log.setLogLevel(log.LOG_LEVEL_ERROR)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, like Ctrl-C's KeyboardInterrupt.
+
+    By default SIGTERM ends Python at once: no ``finally`` runs, so a
+    temporary file stays beside its target and a run refused before its
+    first epoch keeps its folder. As a KeyboardInterrupt it takes every
+    cleanup path Ctrl-C already takes.
+    """
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def run_cli(command: Callable[..., object]) -> None:
     """Call a click command; print user errors as one line and exit non-zero."""
+    # Only where nobody chose otherwise (SIG_DFL): an ignored SIGTERM stays ignored. The device loop
+    # installs its own handler for the frames and restores this one after.
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        _run(command)
+    finally:
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(command: Callable[..., object]) -> None:
     try:
         command(standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C (and so SIGTERM) into Abort
+        if isinstance(exc.__cause__, Terminated):
+            click.echo("terminated", err=True)
+            sys.exit(128 + signal.SIGTERM)
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:

@@ -94,8 +94,12 @@ def load_keras_model(path: Path, compile: bool = True):
 def atomic_save(model, path: Path) -> None:
     """Save a Keras model via a temporary file and an atomic rename."""
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, Ctrl-C or SIGTERM mid-save: no torn file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def one_hot_labels(data: FaceData) -> np.ndarray:
