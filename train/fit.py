@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from fer_edge.errors import FerEdgeError
-from fer_edge.files import write_atomic
+from fer_edge.files import replacing, write_atomic
 from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec, normalize, spec_beside
 from fer_edge.train.augment import TTA_TRANSFORMS, AugmentConfig, augment_batch, mixup_batch, warp_batch
 from fer_edge.train.data import FaceData
@@ -93,13 +93,8 @@ def load_keras_model(path: Path, compile: bool = True):
 
 def atomic_save(model, path: Path) -> None:
     """Save a Keras model via a temporary file and an atomic rename."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
+    with replacing(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, Ctrl-C or SIGTERM mid-save: no torn file left behind
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def one_hot_labels(data: FaceData) -> np.ndarray:
