@@ -2,4 +2,16 @@
 
 `fer_edge.train.data` is import-safe without TensorFlow (numpy + OpenCV only), so
 the converter and tests can read datasets cheaply.
+
+Importing this package turns on TensorFlow's oneDNN CPU kernels unless the user
+chose otherwise (``TF_ENABLE_ONEDNN_OPTS``). TensorFlow enables them by default
+only on some x86 CPUs; on the AMD EPYC this kit is developed on it leaves them
+off, and a training step of the edge CNN then takes about twice as long
+(``python -m fer_edge.benchmarks.train_speed`` measures both side by side). The
+variable is read when TensorFlow loads, so it is set here, before any module of
+this package imports it.
 """
+
+import os as _os
+
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
