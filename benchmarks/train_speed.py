@@ -38,7 +38,7 @@ from fer_edge.cli_util import run_cli
 SCHEMA = "fer-train-speed/1"
 SETTINGS = ("off", "on")
 ENV = "TF_ENABLE_ONEDNN_OPTS"
-#: The shipped FER2013 model's channels (fer2013-views16 and its lineage).
+#: The shipped FER2013 model's channels (fer2013-offset16 and the runs before it).
 SHIPPED_WIDTHS = "24,46,68,116,192"
 
 
