@@ -155,7 +155,7 @@ def to_markdown(report: dict[str, Any]) -> str:
 @click.option("--child", type=click.Choice(SETTINGS), hidden=True)
 def cli(widths: str, mirror: bool, batch_size: int, faces: int, epochs: int, repeats: int, threads: int, out: Path,
         name: str, child: str | None) -> None:
-    """Time training steps of the edge CNN with oneDNN off and on, in alternating child processes."""
+    """Time training epochs of the edge CNN with oneDNN off and on, in alternating child processes."""
     try:
         width_tuple = tuple(int(w) for w in widths.split(","))
     except ValueError:
