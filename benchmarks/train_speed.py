@@ -165,6 +165,7 @@ def cli(widths: str, mirror: bool, batch_size: int, faces: int, epochs: int, rep
         return
     from tqdm import tqdm
 
+    from fer_edge.benchmarks.bench import load_average
     from fer_edge.device.info import cpu_facts
     from fer_edge.files import write_atomic
 
@@ -178,7 +179,7 @@ def cli(widths: str, mirror: bool, batch_size: int, faces: int, epochs: int, rep
     report = {
         "schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m fer_edge.benchmarks.train_speed", *sys.argv[1:]]),
-        "machine": {"cpu_model": cpu["model"], "cores": cpu["cores"], "load_average": list(os.getloadavg())},
+        "machine": {"cpu_model": cpu["model"], "cores": cpu["cores"], "load_average": load_average()},
         "tensorflow": runs["on"][0]["tensorflow"], "macs": runs["on"][0]["macs"],
         "config": {"widths": widths, "mirror": mirror, "batch_size": batch_size, "faces": faces, "epochs": epochs,
                    "repeats": repeats, "threads": threads},

@@ -5,9 +5,9 @@ the converter and tests can read datasets cheaply.
 
 Importing this package turns on TensorFlow's oneDNN CPU kernels unless the user
 chose otherwise (``TF_ENABLE_ONEDNN_OPTS``). TensorFlow enables them by default
-only on some x86 CPUs; on the AMD EPYC this kit is developed on it leaves them
-off, and a training step of the edge CNN then takes about twice as long
-(``python -m fer_edge.benchmarks.train_speed`` measures both side by side). The
+only on some x86 CPUs; on an AMD EPYC (Zen 3) it left them off, and an epoch of
+the edge CNN then took 2.98x as long (``python -m fer_edge.benchmarks.train_speed``
+measures both side by side). The
 variable is read when TensorFlow loads, so it is set here, before any module of
 this package imports it.
 """
