@@ -61,7 +61,7 @@ WIDTHS = WidthsParam()
 
 
 def _load(data: Optional[Path], labels: str, ferplus: Optional[Path], eight: bool, skip_bad: bool,
-          seed: int = 0) -> FaceData:
+          seed: int = 0, votes: bool = False) -> FaceData:
     path = data or default_data_dir()
     if eight and labels == "fer2013":
         raise FerEdgeError("--eight-classes keeps FER+'s contempt votes as an 8th class: it needs --labels ferplus "
@@ -69,7 +69,7 @@ def _load(data: Optional[Path], labels: str, ferplus: Optional[Path], eight: boo
     layout = "image folders" if (Path(path) / "train").is_dir() else f"{labels} labels"
     click.echo(f"loading {path} ({layout})...")
     dataset = load_dataset(path, labels=labels, ferplus=ferplus, eight_classes=eight, skip_bad=skip_bad,
-                           seed=seed)
+                           seed=seed, votes=votes)
     if dataset.skipped:
         click.echo(f"skipped {dataset.skipped} bad rows/images (first: {dataset.notes[0]})", err=True)
     for note in dataset.notes:
@@ -170,6 +170,11 @@ def _discard_unstarted(run_dir: Path) -> None:
               help="With --teacher-views: blend each face of a view with another face (mixup, weight from "
                    "Beta(ALPHA, ALPHA), the face keeping the larger share) before the teachers label it, so they "
                    "grade images they never trained on. 0: off.")
+@click.option("--teacher-votes", type=click.FloatRange(0), default=TrainConfig.teacher_votes, show_default=True,
+              metavar="WEIGHT",
+              help="With --teacher and FER2013 labels: add what each training face's FER+ votes (fer2013new.csv, "
+                   "beside the CSV or --ferplus) say about its FER2013 label to the teachers' logits, times WEIGHT. "
+                   "0: off.")
 @click.option("--widths", type=WIDTHS, help="Channels per stage, comma-separated, five of them (default "
               "32,64,96,160,256); with --init from a wider run, each layer keeps the source's channels with "
               "the largest batch-norm scale.")
@@ -189,8 +194,8 @@ def _discard_unstarted(run_dir: Path) -> None:
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         dropout, label_smoothing, erase_prob, warmup, ema, teacher, teacher_weight, teacher_temperature,
-        teacher_views, teacher_tta, teacher_tta_offset, teacher_mixup, widths, head, mirror, class_weight,
-        no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+        teacher_views, teacher_tta, teacher_tta_offset, teacher_mixup, teacher_votes, widths, head, mirror,
+        class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
 
@@ -204,6 +209,9 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
     if teacher_tta_offset and (not teacher_views or teacher_tta):
         raise FerEdgeError("--teacher-tta-offset corrects the face-and-mirror teacher views: it needs "
                            "--teacher-views and no --teacher-tta")
+    if teacher_votes and (not teacher or labels != "fer2013"):
+        raise FerEdgeError("--teacher-votes adds the FER+ votes' evidence on FER2013 labels to the teachers': it "
+                           "needs --teacher and --labels fer2013")
     if resume_dir and init_from:
         raise FerEdgeError("--resume and --init do not mix: --resume continues a run with its own weights; "
                            "use --init for a new run")
@@ -218,10 +226,10 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                           teachers=tuple(str(t) for t in teacher), teacher_weight=teacher_weight,
                           teacher_temperature=teacher_temperature, teacher_views=teacher_views,
                           teacher_tta=teacher_tta, teacher_tta_offset=teacher_tta_offset,
-                          teacher_mixup=teacher_mixup,
+                          teacher_mixup=teacher_mixup, teacher_votes=teacher_votes,
                           widths=widths or (), head=head, mirror=mirror,
                           augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
-    dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed)
+    dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed, votes=cfg.teacher_votes > 0)
     configure_tensorflow(cfg.threads, cfg.seed)
     from fer_edge.train.fit import train
     from fer_edge.train.report import write_json
@@ -365,8 +373,11 @@ def finish(run_dir: Path, report_split: str) -> None:
                                               "(test-time flip; how --teacher scores its teachers).")
 @click.option("--tta", is_flag=True, help="Also average over small shifts and zooms of each face "
                                           "(how --teacher-tta scores its teachers).")
+@click.option("--votes", type=click.FloatRange(0), default=0.0, metavar="WEIGHT",
+              help="FER2013 labels: add the FER+ votes' evidence on each face's label, times WEIGHT, fitted on the "
+                   "training split (how --teacher-votes teaches). 0: off.")
 @click.option("--json-out", type=click.Path(path_type=Path), help="Write the metrics here as JSON.")
-def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, tta, json_out) -> None:
+def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, tta, votes, json_out) -> None:
     """Score saved models (.keras files or run folders) on one split of a dataset.
 
     Several MODELS are scored as one ensemble (their mean logits): the figure
@@ -377,24 +388,28 @@ def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, tta, j
     for path in models:
         if not path.exists():
             raise FerEdgeError(f"{path}: model not found")
-    dataset = _load(data, labels, ferplus, eight_classes, False)
+    if votes and labels != "fer2013":
+        raise FerEdgeError("--votes weighs the FER+ votes' evidence on FER2013 labels: it needs --labels fer2013")
+    dataset = _load(data, labels, ferplus, eight_classes, False, votes=votes > 0)
     configure_tensorflow(0, 0)
-    from fer_edge.train.fit import mean_logits
+    from fer_edge.train.fit import mean_logits, vote_offset
     from fer_edge.train.report import classification_metrics, write_json
 
     part = dataset.split(split)
     logits = mean_logits(models, part.images, dataset.classes, mirror=mirror, tta=tta)
+    if votes:
+        logits += vote_offset(part, votes, fit_on=dataset.split("train"))
     metrics = classification_metrics(part.labels, logits.argmax(1), dataset.classes)
     what = f"{len(models)} models" if len(models) > 1 else "1 model"
     click.echo(f"{split}: top-1 {metrics['accuracy']:.2%}, macro-F1 {metrics['macro_f1']:.3f} "
                f"on {metrics['samples']} faces ({what}{', mirror-averaged' if mirror else ''}"
-               f"{', shift/zoom-averaged' if tta else ''})")
+               f"{', shift/zoom-averaged' if tta else ''}{f', FER+ votes x {votes:g}' if votes else ''})")
     for name, row in metrics["per_class"].items():
         click.echo(f"  {name:>9}: P {row['precision']:.2f}  R {row['recall']:.2f}  F1 {row['f1']:.2f}  "
                    f"n={row['support']}")
     if json_out:
-        write_json(json_out, {"models": [str(m) for m in models], "mirror": mirror, "tta": tta, "split": split,
-                              **metrics})
+        write_json(json_out, {"models": [str(m) for m in models], "mirror": mirror, "tta": tta, "votes": votes,
+                              "split": split, **metrics})
 
 
 class SharesParam(CommaListParam):

@@ -50,6 +50,7 @@ class FaceData:
     source: str
     checksum: str
     soft: Optional[np.ndarray] = None  # (N, C) float32 label distributions
+    votes: Optional[np.ndarray] = None  # (N, 10) FER+ vote counts per face (FER2013 labels with --teacher-votes)
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -62,12 +63,17 @@ class FaceData:
         mask = self.splits == key
         if not mask.any():
             raise FerEdgeError(f"{self.source}: no samples in split '{name}' (have: {sorted(set(self.splits))})")
+        return self.subset(mask)
+
+    def subset(self, keep: np.ndarray) -> "FaceData":
+        """The faces that ``keep`` (a boolean mask or an index array) selects, every per-face array alike."""
         return replace(
             self,
-            images=self.images[mask],
-            labels=self.labels[mask],
-            splits=self.splits[mask],
-            soft=None if self.soft is None else self.soft[mask],
+            images=self.images[keep],
+            labels=self.labels[keep],
+            splits=self.splits[keep],
+            soft=None if self.soft is None else self.soft[keep],
+            votes=None if self.votes is None else self.votes[keep],
         )
 
     def class_counts(self) -> np.ndarray:
@@ -193,13 +199,51 @@ def _read_fer2013(path: Path, bad: _BadInput):
             np.asarray(rows, np.int64), n_rows)
 
 
-def load_fer2013(path: Path | str, skip_bad: bool = False) -> FaceData:
-    """Load ``fer2013.csv`` or ``fer2013.csv.gz`` (header ``emotion,pixels,Usage``)."""
+def load_fer2013(path: Path | str, skip_bad: bool = False, ferplus: Optional[Path | str] = None) -> FaceData:
+    """Load ``fer2013.csv`` or ``fer2013.csv.gz`` (header ``emotion,pixels,Usage``).
+
+    With ``ferplus`` (``fer2013new.csv``), each face also carries its row's
+    FER+ vote counts in ``votes`` while keeping its FER2013 label: ten people's
+    reading of the face, which ``fer-train --teacher-votes`` adds to what the
+    teachers say. A row FER+ dropped as not a face gets no votes (zeros).
+    """
     path = Path(path)
     bad = _BadInput(skip_bad)
-    images, labels, splits, _, _ = _read_fer2013(path, bad)
+    images, labels, splits, row_index, n_rows = _read_fer2013(path, bad)
+    votes = None
+    if ferplus is not None:
+        per_row = read_ferplus_votes(Path(ferplus), n_rows, path)
+        empty = np.zeros(len(FERPLUS_HEADER) - 2, np.float32)
+        votes = np.stack([empty if per_row[r] is None else per_row[r] for r in row_index])
     return FaceData(images, labels, splits, FER2013_CLASSES, str(path), sha256_file(path),
-                    skipped=bad.skipped, notes=bad.notes)
+                    skipped=bad.skipped, notes=bad.notes, votes=votes)
+
+
+def read_ferplus_votes(ferplus_path: Path, n_rows: int, fer_path: Path) -> list[Optional[np.ndarray]]:
+    """The vote counts of every row of ``fer2013new.csv``, None where FER+ left the image name empty.
+
+    The file must have one row per row of ``fer_path`` (``n_rows``), since
+    the two are joined by position.
+    """
+    votes_rows: list[Optional[np.ndarray]] = []
+    for line, row in _rows(ferplus_path, FERPLUS_HEADER):
+        if len(row) != len(FERPLUS_HEADER):
+            raise FerEdgeError(f"{ferplus_path}:{line}: expected {len(FERPLUS_HEADER)} fields, got {len(row)}")
+        if not row[1].strip():
+            votes_rows.append(None)
+            continue
+        try:
+            votes = np.array([int(v) for v in row[2:]], dtype=np.float32)
+        except ValueError:
+            raise FerEdgeError(f"{ferplus_path}:{line}: vote counts must be integers") from None
+        if (votes < 0).any():
+            raise FerEdgeError(f"{ferplus_path}:{line}: negative vote count")
+        votes_rows.append(votes)
+    if len(votes_rows) != n_rows:
+        raise FerEdgeError(
+            f"{ferplus_path}: {len(votes_rows)} rows but {fer_path} has {n_rows}; FER+ must match row by row"
+        )
+    return votes_rows
 
 
 def load_ferplus(
@@ -224,24 +268,7 @@ def load_ferplus(
     # Column order in the file -> our class index (-1 for contempt in 7-class mode).
     col_to_class = np.array([classes.index(FERPLUS_COLUMNS[c]) if FERPLUS_COLUMNS[c] in classes else -1
                              for c in FERPLUS_COLUMNS])
-    votes_rows: list[Optional[np.ndarray]] = []
-    for line, row in _rows(ferplus_path, FERPLUS_HEADER):
-        if len(row) != len(FERPLUS_HEADER):
-            raise FerEdgeError(f"{ferplus_path}:{line}: expected {len(FERPLUS_HEADER)} fields, got {len(row)}")
-        if not row[1].strip():
-            votes_rows.append(None)
-            continue
-        try:
-            votes = np.array([int(v) for v in row[2:]], dtype=np.float32)
-        except ValueError:
-            raise FerEdgeError(f"{ferplus_path}:{line}: vote counts must be integers") from None
-        if (votes < 0).any():
-            raise FerEdgeError(f"{ferplus_path}:{line}: negative vote count")
-        votes_rows.append(votes)
-    if len(votes_rows) != n_rows:
-        raise FerEdgeError(
-            f"{ferplus_path}: {len(votes_rows)} rows but {fer_path} has {n_rows}; FER+ must match row by row"
-        )
+    votes_rows = read_ferplus_votes(ferplus_path, n_rows, fer_path)
     keep, labels, dists = [], [], []
     dropped = 0
     for i, r in enumerate(row_index):
@@ -364,12 +391,14 @@ def load_dataset(
     eight_classes: bool = False,
     skip_bad: bool = False,
     seed: int = 0,
+    votes: bool = False,
 ) -> FaceData:
     """Pick the loader from what `path` is.
 
     `path` may be a FER2013 CSV (``.csv`` / ``.csv.gz``), a folder holding one
     (and, for FER+, ``fer2013new.csv``), or an image-folder dataset root.
     `labels` is ``fer2013``, ``ferplus`` (majority vote) or ``ferplus-soft``.
+    `votes` attaches the FER+ vote counts to FER2013-labelled faces (``load_fer2013``).
     """
     path = Path(path)
     if labels not in ("fer2013", "ferplus", "ferplus-soft"):
@@ -379,15 +408,15 @@ def load_dataset(
     csv_path = path
     if path.is_dir():
         if (path / "train").is_dir():
-            if labels != "fer2013":
-                raise FerEdgeError(f"{path}: FER+ labels need fer2013.csv, not an image-folder dataset")
+            if labels != "fer2013" or votes:
+                raise FerEdgeError(f"{path}: FER+ labels and votes need fer2013.csv, not an image-folder dataset")
             return load_image_folders(path, seed=seed, skip_bad=skip_bad)
         found = [path / n for n in ("fer2013.csv", "fer2013.csv.gz") if (path / n).exists()]
         if not found:
             raise FerEdgeError(f"{path}: no fer2013.csv(.gz) and no train/ image folders")
         csv_path = found[0]
-    if labels == "fer2013":
-        return load_fer2013(csv_path, skip_bad=skip_bad)
     ferplus_path = Path(ferplus) if ferplus else csv_path.parent / "fer2013new.csv"
+    if labels == "fer2013":
+        return load_fer2013(csv_path, skip_bad=skip_bad, ferplus=ferplus_path if votes else None)
     return load_ferplus(csv_path, ferplus_path, soft=labels == "ferplus-soft",
                         eight_classes=eight_classes, skip_bad=skip_bad)

@@ -129,6 +129,33 @@ def test_ferplus_row_count_mismatch(tmp_path):
         load_ferplus(fer, plus)
 
 
+def test_fer2013_labels_can_carry_each_rows_ferplus_votes(tmp_path):
+    """--teacher-votes: FER2013 labels stay, every face gets its own row's votes, dropped rows get zeros."""
+    fer, plus = _ferplus(tmp_path, VOTES)
+    data = load_dataset(tmp_path, labels="fer2013", votes=True)
+    assert len(data) == len(VOTES)  # nothing dropped: the labels are FER2013's
+    assert data.labels.tolist() == load_fer2013(fer).labels.tolist()
+    expected = np.array([v if v is not None else [0] * 10 for v in VOTES], np.float32)
+    np.testing.assert_array_equal(data.votes, expected)
+    # A split keeps each face with its votes.
+    train = data.split("train")
+    np.testing.assert_array_equal(train.votes, expected[data.splits == "train"])
+    assert load_dataset(tmp_path, labels="fer2013").votes is None
+
+
+def test_ferplus_votes_need_a_matching_file_and_a_csv(tmp_path):
+    rows = fer_rows(per_split=2)
+    write_fer_csv(tmp_path / "fer2013.csv", rows)
+    with pytest.raises(FerEdgeError, match="fer2013new.csv: file not found"):
+        load_dataset(tmp_path, votes=True)
+    write_ferplus_csv(tmp_path / "fer2013new.csv", VOTES[:3], [r[2] for r in rows[:3]])
+    with pytest.raises(FerEdgeError, match="3 rows but .*fer2013.csv has 6"):
+        load_dataset(tmp_path, votes=True)
+    root = write_image_folders(tmp_path / "ds")
+    with pytest.raises(FerEdgeError, match="FER\\+ labels and votes need fer2013.csv"):
+        load_dataset(root, votes=True)
+
+
 # ---------------------------------------------------------------- image folders
 def test_image_folders_any_classes_and_size(tmp_path):
     root = write_image_folders(tmp_path / "eint", classes=("anger", "fear", "happiness"), size=128, color=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
+from fer_edge.labels import FER2013_CLASSES
 from helpers import fer_rows, have_tensorflow, run_main, write_fer_csv
 
 pytestmark = pytest.mark.skipif(not have_tensorflow(), reason="needs TensorFlow (pip install .[train])")
@@ -477,6 +479,63 @@ def test_distillation_with_weight_average_trains_and_records_its_recipe(trained_
     assert cfg["teacher_mixup"] == 0.3
     m = json.loads((tmp_path / "kd" / "metrics.json").read_text())
     assert m["epochs_run"] == 2 and 0.0 <= m["accuracy"] <= 1.0
+
+
+def test_vote_offset_says_what_the_votes_tell_about_the_label_beyond_its_base_rate():
+    """Votes that point at the label give it the largest offset; the weight scales the offset; no votes, no offset."""
+    from fer_edge.errors import FerEdgeError
+    from fer_edge.train.data import FaceData
+    from fer_edge.train.fit import vote_offset
+
+    rng = np.random.default_rng(0)
+    n = 700
+    labels = np.arange(n) % 7
+    # FER+ column order: neutral happy surprise sad anger disgust fear contempt unknown NF.
+    column_of = [4, 5, 6, 1, 3, 2, 0]  # FER2013 class -> its FER+ column
+    votes = rng.integers(0, 2, size=(n, 10)).astype(np.float32)
+    agree = rng.random(n) < 0.8  # the annotators back the label on 80% of the faces
+    votes[np.flatnonzero(agree), np.asarray(column_of)[labels[agree]]] += 7
+    data = FaceData(np.zeros((n, 48, 48), np.uint8), labels, np.full(n, "train"), FER2013_CLASSES, "gen", "0",
+                    votes=votes)
+    offset = vote_offset(data, 1.0)
+    assert offset.shape == (n, 7) and offset.dtype == np.float32
+    assert (offset.argmax(1) == labels)[agree].mean() > 0.95
+    np.testing.assert_allclose(vote_offset(data, 0.5), 0.5 * offset, rtol=1e-4, atol=1e-5)
+    with pytest.raises(FerEdgeError, match="--teacher-votes needs FER\\+ vote counts"):
+        vote_offset(FaceData(data.images, labels, data.splits, FER2013_CLASSES, "gen", "0"), 1.0)
+
+
+def test_teacher_votes_train_from_the_ferplus_file_beside_the_csv(trained_run, tmp_path, monkeypatch):
+    from fer_edge.train.cli import main
+    from helpers import write_ferplus_csv
+
+    run, _ = trained_run
+    rows = fer_rows(per_split=21)
+    data = write_fer_csv(tmp_path / "fer2013.csv.gz", rows)
+    rng = np.random.default_rng(1)
+    write_ferplus_csv(tmp_path / "fer2013new.csv", [rng.integers(0, 5, 10).tolist() for _ in rows],
+                      [r[2] for r in rows])
+    code = run_main(main, ["--data", str(data), "--out", str(tmp_path / "runs"), "--name", "votes", "--epochs", "1",
+                           "--batch-size", "8", "--seed", "3", "--threads", "2", "--init", str(run),
+                           "--teacher", str(run), "--teacher-votes", "0.5", "--teacher-views", "1"], monkeypatch)
+    assert code == 0
+    assert json.loads((tmp_path / "runs" / "votes" / "config.json").read_text())["train"]["teacher_votes"] == 0.5
+    # evaluate --votes scores a teacher as it teaches: the regression fitted on the training split.
+    out = tmp_path / "eval.json"
+    assert run_main(main, ["evaluate", str(run), "--data", str(data), "--split", "val", "--mirror", "--votes", "0.5",
+                           "--json-out", str(out)], monkeypatch) == 0
+    scored = json.loads(out.read_text())
+    assert scored["votes"] == 0.5 and scored["samples"] == 21
+
+
+@pytest.mark.parametrize("args", [["--teacher-votes", "0.5"],
+                                  ["--teacher", "x", "--teacher-votes", "0.5", "--labels", "ferplus"]])
+def test_teacher_votes_without_a_teacher_or_with_ferplus_labels_is_a_one_line_error(args, monkeypatch, capsys):
+    from fer_edge.train.cli import main
+
+    assert run_main(main, args, monkeypatch) != 0
+    err = capsys.readouterr().err
+    assert "--teacher-votes adds the FER+ votes' evidence" in err and "Traceback" not in err
 
 
 def test_teacher_views_without_a_teacher_is_a_one_line_error(monkeypatch, capsys):
