@@ -172,9 +172,9 @@ def _discard_unstarted(run_dir: Path) -> None:
                    "grade images they never trained on. 0: off.")
 @click.option("--teacher-votes", type=click.FloatRange(0), default=TrainConfig.teacher_votes, show_default=True,
               metavar="WEIGHT",
-              help="With --teacher and FER2013 labels: add what each training face's FER+ votes (fer2013new.csv, "
-                   "beside the CSV or --ferplus) say about its FER2013 label to the teachers' logits, times WEIGHT. "
-                   "0: off.")
+              help="With --teacher: add what the other labelling of each training face says about its label to "
+                   "the teachers' logits, times WEIGHT: FER+'s votes (fer2013new.csv, beside the CSV or --ferplus) "
+                   "for FER2013 labels, FER2013's label for FER+ labels. 0: off.")
 @click.option("--widths", type=WIDTHS, help="Channels per stage, comma-separated, five of them (default "
               "32,64,96,160,256); with --init from a wider run, each layer keeps the source's channels with "
               "the largest batch-norm scale.")
@@ -209,9 +209,9 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
     if teacher_tta_offset and (not teacher_views or teacher_tta):
         raise FerEdgeError("--teacher-tta-offset corrects the face-and-mirror teacher views: it needs "
                            "--teacher-views and no --teacher-tta")
-    if teacher_votes and (not teacher or labels != "fer2013"):
-        raise FerEdgeError("--teacher-votes adds the FER+ votes' evidence on FER2013 labels to the teachers': it "
-                           "needs --teacher and --labels fer2013")
+    if teacher_votes and not teacher:
+        raise FerEdgeError("--teacher-votes adds the other labelling's evidence to the teachers' logits: it needs "
+                           "at least one --teacher")
     if resume_dir and init_from:
         raise FerEdgeError("--resume and --init do not mix: --resume continues a run with its own weights; "
                            "use --init for a new run")
@@ -374,8 +374,9 @@ def finish(run_dir: Path, report_split: str) -> None:
 @click.option("--tta", is_flag=True, help="Also average over small shifts and zooms of each face "
                                           "(how --teacher-tta scores its teachers).")
 @click.option("--votes", type=click.FloatRange(0), default=0.0, metavar="WEIGHT",
-              help="FER2013 labels: add the FER+ votes' evidence on each face's label, times WEIGHT, fitted on the "
-                   "training split (how --teacher-votes teaches). 0: off.")
+              help="Add the other labelling's evidence on each face's label (FER+ votes for FER2013 labels, "
+                   "FER2013's label for FER+), times WEIGHT, fitted on the training split (how --teacher-votes "
+                   "teaches). 0: off.")
 @click.option("--json-out", type=click.Path(path_type=Path), help="Write the metrics here as JSON.")
 def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, tta, votes, json_out) -> None:
     """Score saved models (.keras files or run folders) on one split of a dataset.
@@ -388,8 +389,6 @@ def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, tta, v
     for path in models:
         if not path.exists():
             raise FerEdgeError(f"{path}: model not found")
-    if votes and labels != "fer2013":
-        raise FerEdgeError("--votes weighs the FER+ votes' evidence on FER2013 labels: it needs --labels fer2013")
     dataset = _load(data, labels, ferplus, eight_classes, False, votes=votes > 0)
     configure_tensorflow(0, 0)
     from fer_edge.train.fit import mean_logits, vote_offset
@@ -403,7 +402,7 @@ def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, tta, v
     what = f"{len(models)} models" if len(models) > 1 else "1 model"
     click.echo(f"{split}: top-1 {metrics['accuracy']:.2%}, macro-F1 {metrics['macro_f1']:.3f} "
                f"on {metrics['samples']} faces ({what}{', mirror-averaged' if mirror else ''}"
-               f"{', shift/zoom-averaged' if tta else ''}{f', FER+ votes x {votes:g}' if votes else ''})")
+               f"{', shift/zoom-averaged' if tta else ''}{f', other labelling x {votes:g}' if votes else ''})")
     for name, row in metrics["per_class"].items():
         click.echo(f"  {name:>9}: P {row['precision']:.2f}  R {row['recall']:.2f}  F1 {row['f1']:.2f}  "
                    f"n={row['support']}")

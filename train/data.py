@@ -50,7 +50,9 @@ class FaceData:
     source: str
     checksum: str
     soft: Optional[np.ndarray] = None  # (N, C) float32 label distributions
-    votes: Optional[np.ndarray] = None  # (N, 10) FER+ vote counts per face (FER2013 labels with --teacher-votes)
+    # The other labelling's votes per face (--teacher-votes): FER+'s 10 vote counts beside FER2013
+    # labels, FER2013's one label (one-hot, 7) beside FER+ labels.
+    votes: Optional[np.ndarray] = None
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -252,6 +254,7 @@ def load_ferplus(
     soft: bool = False,
     eight_classes: bool = False,
     skip_bad: bool = False,
+    votes: bool = False,
 ) -> FaceData:
     """Join FER+ votes (``fer2013new.csv``) row by row with ``fer2013.csv``.
 
@@ -260,10 +263,12 @@ def load_ferplus(
     (the default) contempt is dropped: its votes leave the soft labels, and
     rows whose majority is contempt are removed. `labels` always holds the
     majority class; with `soft` the vote distribution is kept in `soft`.
+    With `votes`, each face also carries its FER2013 label, one-hot, as the
+    one vote of the other labelling (``fer-train --teacher-votes``).
     """
     fer_path, ferplus_path = Path(fer_path), Path(ferplus_path)
     bad = _BadInput(skip_bad)
-    images, _, splits, row_index, n_rows = _read_fer2013(fer_path, bad)
+    images, fer_labels, splits, row_index, n_rows = _read_fer2013(fer_path, bad)
     classes = FERPLUS8_CLASSES if eight_classes else FER2013_CLASSES
     # Column order in the file -> our class index (-1 for contempt in 7-class mode).
     col_to_class = np.array([classes.index(FERPLUS_COLUMNS[c]) if FERPLUS_COLUMNS[c] in classes else -1
@@ -272,12 +277,12 @@ def load_ferplus(
     keep, labels, dists = [], [], []
     dropped = 0
     for i, r in enumerate(row_index):
-        votes = votes_rows[r]
-        if votes is None:
+        row_votes = votes_rows[r]
+        if row_votes is None:
             dropped += 1
             continue
-        emotion_votes, other = votes[:8], votes[8:]
-        top = int(np.argmax(votes))
+        emotion_votes, other = row_votes[:8], row_votes[8:]
+        top = int(np.argmax(row_votes))
         if top >= 8:  # unknown or NF won the vote
             dropped += 1
             continue
@@ -301,6 +306,7 @@ def load_ferplus(
         images[keep_arr], np.asarray(labels, np.int64), splits[keep_arr], classes,
         f"{fer_path}+{ferplus_path}", checksum,
         soft=np.stack(dists) if soft else None, skipped=bad.skipped, notes=notes,
+        votes=np.eye(len(FER2013_CLASSES), dtype=np.float32)[fer_labels[keep_arr]] if votes else None,
     )
 
 
@@ -398,7 +404,7 @@ def load_dataset(
     `path` may be a FER2013 CSV (``.csv`` / ``.csv.gz``), a folder holding one
     (and, for FER+, ``fer2013new.csv``), or an image-folder dataset root.
     `labels` is ``fer2013``, ``ferplus`` (majority vote) or ``ferplus-soft``.
-    `votes` attaches the FER+ vote counts to FER2013-labelled faces (``load_fer2013``).
+    `votes` attaches the other labelling's votes to each face (``load_fer2013``, ``load_ferplus``).
     """
     path = Path(path)
     if labels not in ("fer2013", "ferplus", "ferplus-soft"):
@@ -419,4 +425,4 @@ def load_dataset(
     if labels == "fer2013":
         return load_fer2013(csv_path, skip_bad=skip_bad, ferplus=ferplus_path if votes else None)
     return load_ferplus(csv_path, ferplus_path, soft=labels == "ferplus-soft",
-                        eight_classes=eight_classes, skip_bad=skip_bad)
+                        eight_classes=eight_classes, skip_bad=skip_bad, votes=votes)

@@ -53,7 +53,7 @@ class TrainConfig:
     teacher_tta: bool = False  # the teachers also average over TTA_TRANSFORMS' shifts and zooms
     teacher_tta_offset: bool = False  # views get the clean face's TTA-minus-plain logits (with teacher_views)
     teacher_mixup: float = 0.0  # >0: each view blends every face with another (mixup, Beta(a, a)); 0: off
-    teacher_votes: float = 0.0  # >0: the FER+ votes' evidence on the FER2013 label joins the teachers' logits, this much of it
+    teacher_votes: float = 0.0  # >0: the other labelling's evidence on each label joins the teachers' logits, this much of it
     widths: tuple[int, ...] = ()  # channels per stage (): the default network
     head: int = 0  # channels of the pooled 1x1 head before the classifier (0: none)
     mirror: bool = False  # average the logits over the face and its mirror, inside the model
@@ -363,8 +363,9 @@ def vote_offset(data: FaceData, weight: float, fit_on: Optional[FaceData] = None
     third of the faces, yet the votes still tell which labels a face is
     likely to carry: on PublicTest, adding this evidence to the two-teacher
     shift/zoom ensemble raised its top-1 from 71.6% to 73.2% (weight 0.5,
-    ``fer-train evaluate --votes``). Votes exist only for the training set,
-    so they can teach a student but never reach the device.
+    ``fer-train evaluate --votes``). The same works the other way round,
+    FER2013's one label as evidence on a FER+ label. Neither labelling
+    exists for a face the device sees, so they teach a student and stop there.
 
     The model of P(label | votes) is a multinomial logistic regression on
     the log vote shares, fitted on ``fit_on``'s faces and labels (default:
@@ -378,7 +379,8 @@ def vote_offset(data: FaceData, weight: float, fit_on: Optional[FaceData] = None
     fit_on = data if fit_on is None else fit_on
     for part in (data, fit_on):
         if part.votes is None:
-            raise FerEdgeError("--teacher-votes needs FER+ vote counts beside the FER2013 labels (fer2013new.csv)")
+            raise FerEdgeError("--teacher-votes needs the other labelling of the faces: FER2013 and FER+ rows "
+                               "joined (fer2013.csv with fer2013new.csv)")
     x = _vote_features(fit_on.votes)
     k = len(fit_on.classes)
     onehot = np.eye(k)[fit_on.labels]
@@ -389,15 +391,15 @@ def vote_offset(data: FaceData, weight: float, fit_on: Optional[FaceData] = None
 
     w = minimize(loss_and_grad, np.zeros(x.shape[1] * k), jac=True, method="L-BFGS-B").x.reshape(x.shape[1], k)
     fitted_top1 = ((x @ w).argmax(axis=1) == fit_on.labels).mean()
-    print(f"teacher votes: P(label | FER+ votes) fitted on {len(fit_on)} faces, top-1 {fitted_top1:.1%} on them; "
-          f"weight {weight:g}", flush=True)
+    print(f"teacher votes: P(label | the other labelling) fitted on {len(fit_on)} faces, top-1 {fitted_top1:.1%} "
+          f"on them; weight {weight:g}", flush=True)
     prior = np.bincount(fit_on.labels, minlength=k) / len(fit_on)
     logp = _log_softmax(_vote_features(data.votes) @ w)
     return (weight * (logp - np.log(np.maximum(prior, 1e-6)))).astype(np.float32)
 
 
 def _vote_features(votes: np.ndarray) -> np.ndarray:
-    """Log vote shares plus a constant, (N, 11): the regression's inputs."""
+    """Log vote shares plus a constant, (N, K + 1): the regression's inputs (a one-hot vote is one share of 1)."""
     shares = votes / np.maximum(votes.sum(axis=1, keepdims=True), 1.0)
     return np.hstack([np.log(shares + VOTE_SHARE_FLOOR), np.ones((len(votes), 1))]).astype(np.float64)
 

@@ -143,6 +143,14 @@ def test_fer2013_labels_can_carry_each_rows_ferplus_votes(tmp_path):
     assert load_dataset(tmp_path, labels="fer2013").votes is None
 
 
+def test_ferplus_labels_can_carry_each_faces_fer2013_label_as_its_one_vote(tmp_path):
+    fer, plus = _ferplus(tmp_path, VOTES)
+    data = load_dataset(tmp_path, labels="ferplus", votes=True)
+    fer_labels = load_fer2013(fer).labels[[0, 1]]  # the two rows FER+ keeps
+    np.testing.assert_array_equal(data.votes, np.eye(7, dtype=np.float32)[fer_labels])
+    assert load_dataset(tmp_path, labels="ferplus").votes is None
+
+
 def test_ferplus_votes_need_a_matching_file_and_a_csv(tmp_path):
     rows = fer_rows(per_split=2)
     write_fer_csv(tmp_path / "fer2013.csv", rows)
