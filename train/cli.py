@@ -60,6 +60,22 @@ class WidthsParam(CommaListParam):
 WIDTHS = WidthsParam()
 
 
+class BlocksParam(CommaListParam):
+    """Residual blocks per stage as ``0,0,0,2,0``."""
+
+    name = "B1,B2,B3,B4,B5"
+    what = "block counts"
+    example = "0,0,0,2,0"
+
+    def check(self, values: tuple) -> None:
+        from fer_edge.train.model import check_blocks  # keras: imported only when --blocks is given
+
+        check_blocks(values)
+
+
+BLOCKS = BlocksParam()
+
+
 def _load(data: Optional[Path], labels: str, ferplus: Optional[Path], eight: bool, skip_bad: bool,
           seed: int = 0, votes: bool = False) -> FaceData:
     path = data or default_data_dir()
@@ -178,6 +194,9 @@ def _discard_unstarted(run_dir: Path) -> None:
 @click.option("--widths", type=WIDTHS, help="Channels per stage, comma-separated, five of them (default "
               "32,64,96,160,256); with --init from a wider run, each layer keeps the source's channels with "
               "the largest batch-norm scale.")
+@click.option("--blocks", type=BLOCKS, help="Residual blocks per stage, comma-separated, five of them: pairs of "
+              "3x3 convolutions added back to their input after the stage's own (default: none). Depth at 6x6 "
+              "costs few MACs per weight: e.g. --widths 24,48,80,112,160 --blocks 0,0,0,2,0.")
 @click.option("--head", type=click.IntRange(0), default=TrainConfig.head, show_default=True, metavar="N",
               help="Add a 1x1 convolution of N channels on the last 3x3 map whose pooled features join the "
                    "classifier's input: capacity for few MACs. With --init from a model without one, the "
@@ -194,8 +213,8 @@ def _discard_unstarted(run_dir: Path) -> None:
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         dropout, label_smoothing, erase_prob, warmup, ema, teacher, teacher_weight, teacher_temperature,
-        teacher_views, teacher_tta, teacher_tta_offset, teacher_mixup, teacher_votes, widths, head, mirror,
-        class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+        teacher_views, teacher_tta, teacher_tta_offset, teacher_mixup, teacher_votes, widths, blocks, head,
+        mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
 
@@ -227,7 +246,7 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                           teacher_temperature=teacher_temperature, teacher_views=teacher_views,
                           teacher_tta=teacher_tta, teacher_tta_offset=teacher_tta_offset,
                           teacher_mixup=teacher_mixup, teacher_votes=teacher_votes,
-                          widths=widths or (), head=head, mirror=mirror,
+                          widths=widths or (), blocks=blocks or (), head=head, mirror=mirror,
                           augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed, votes=cfg.teacher_votes > 0)
     configure_tensorflow(cfg.threads, cfg.seed)
@@ -278,6 +297,7 @@ def _saved_run(run_dir: Path):
     old = cfg_dict.pop("teacher", None)  # runs written before --teacher could repeat
     cfg_dict["teachers"] = tuple(cfg_dict.get("teachers") or ([old] if old else []))
     cfg_dict["widths"] = tuple(cfg_dict.get("widths") or ())
+    cfg_dict["blocks"] = tuple(cfg_dict.get("blocks") or ())  # runs written before --blocks have none
     cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k not in ("augment", "spec")},
                       augment=AugmentConfig(**{**cfg_dict["augment"],
                                                "erase_area": tuple(cfg_dict["augment"]["erase_area"])}))

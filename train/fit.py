@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -56,6 +57,7 @@ class TrainConfig:
     teacher_votes: float = 0.0  # >0: weight of the other labelling's evidence added to the teachers' logits
     widths: tuple[int, ...] = ()  # channels per stage (): the default network
     head: int = 0  # channels of the pooled 1x1 head before the classifier (0: none)
+    blocks: tuple[int, ...] = ()  # residual blocks per stage (): none
     mirror: bool = False  # average the logits over the face and its mirror, inside the model
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     spec: PreprocessSpec = DEFAULT_SPEC
@@ -504,6 +506,10 @@ def _grow_classifier(src_weights: list[np.ndarray], keep_in: Optional[np.ndarray
     return [grown, bias]
 
 
+#: Layer names inside a residual block (``make_model(blocks=...)``).
+RESIDUAL_LAYER = re.compile(r"s\d+_r\d+_")
+
+
 def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
     """Copy a trained model's weights into ``model``, layer by layer name.
 
@@ -552,7 +558,11 @@ def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
         if weights is None or (layer.name == "logits" and not same_classes):
             skipped.append(layer.name)
             continue
-        slimmed += any(a.shape != b.shape for a, b in zip(src_weights, weights))
+        cut = any(a.shape != b.shape for a, b in zip(src_weights, weights))
+        if cut and RESIDUAL_LAYER.match(layer.name):
+            raise FerEdgeError(f"{path}: {layer.name} is in a residual block, whose channels cannot be cut "
+                               "down (the skip adds them one to one); --init from a run of the same widths")
+        slimmed += cut
         layer.set_weights(weights)
         copied += 1
     if copied == 0:
@@ -587,7 +597,8 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
     """Fit the edge CNN on ``train``, select on ``val``; returns the best model (logits)."""
     import keras
 
-    from fer_edge.train.model import DEFAULT_STAGES, MAC_BUDGET, count_macs, make_model, stages_with_widths
+    from fer_edge.train.model import (DEFAULT_STAGES, MAC_BUDGET, check_blocks, count_macs, make_model,
+                                      stages_with_widths)
 
     train_data, val_data = data.split("train"), data.split("val")
     if cfg.limit:
@@ -610,10 +621,12 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
     else:
         try:
             stages = stages_with_widths(cfg.widths) if cfg.widths else DEFAULT_STAGES
+            if cfg.blocks:
+                check_blocks(cfg.blocks)
         except ValueError as exc:
-            raise FerEdgeError(f"widths: {exc}") from None
+            raise FerEdgeError(f"widths or blocks: {exc}") from None
         model = make_model(len(data.classes), cfg.spec.size, stages, dropout=cfg.dropout, mirror=cfg.mirror,
-                           head=cfg.head)
+                           head=cfg.head, blocks=cfg.blocks)
     macs = count_macs(model)
     print(f"model: {model.count_params():,} parameters, {macs / 1e6:.1f}M MACs per face "
           f"(budget {MAC_BUDGET / 1e6:.0f}M); {len(train_data)} train / {len(val_data)} val faces", flush=True)

@@ -123,6 +123,26 @@ def test_mirrored_model_with_head_converts_to_int8_and_stays_mirror_invariant(mo
                                   model.run(encoder.encode(np.ascontiguousarray(face[:, :, ::-1])))[0])
 
 
+def test_residual_model_converts_to_int8_and_keeps_its_predictions(model_dir, tmp_path, monkeypatch):
+    from fer_edge.train.model import make_model, with_softmax
+
+    run, data = model_dir
+    residual = tmp_path / "run"
+    residual.mkdir()
+    with_softmax(make_model(7, stages=((8, 1), (8, 1), (16, 1), (16, 1), (16, 1)), blocks=(0, 0, 1, 2, 0))).save(
+        residual / "model.keras")
+    (residual / "classes.json").write_text(json.dumps(list(FER2013_CLASSES)))
+    out = tmp_path / "out"
+    assert _convert([str(residual), "--data", str(data), "--calib-samples", "35", "--out", str(out),
+                     "--no-bundle", "--max-drop", "100"], monkeypatch) == 0
+    from fer_edge.device.runtime import TFLiteModel
+
+    assert TFLiteModel(out / "emotion_int8.tflite").input.dtype == np.int8
+    report = json.loads((out / "report_int8.json").read_text())
+    # The int8 ADDs keep what the float model says, down to its probabilities.
+    assert report["check"]["agreement"] >= 0.9 and report["check"]["max_abs_prob_diff"] < 0.02
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing", "model not found"),
     ("not_keras", "not a Keras model file"),

@@ -389,6 +389,47 @@ def test_widths_keep_the_default_depth_and_reject_bad_counts():
             stages_with_widths(bad)
 
 
+def test_residual_blocks_cost_their_convolutions_and_are_validated(monkeypatch, capsys):
+    from fer_edge.train.model import check_blocks, count_macs, make_model
+
+    plain = make_model(7, stages=SMALL)
+    deep = make_model(7, stages=SMALL, blocks=(0, 0, 0, 2, 1))
+    # Two blocks of two 3x3 convs at 6x6 (24 channels) and one at 3x3 (32 channels).
+    assert count_macs(deep) - count_macs(plain) == 2 * 2 * 6 * 6 * 9 * 24 * 24 + 2 * 3 * 3 * 9 * 32 * 32
+    assert [layer.name for layer in deep.layers if layer.name.endswith("_add")] == ["s3_r0_add", "s3_r1_add",
+                                                                                    "s4_r0_add"]
+    assert count_macs(make_model(7, stages=SMALL, blocks=(0, 0, 0, 2, 1), mirror=True)) == 2 * count_macs(deep)
+    for bad in ((1, 2), (0, 0, -1, 0, 0)):
+        with pytest.raises(ValueError, match="non-negative block counts"):
+            check_blocks(bad)
+    from fer_edge.train.cli import main
+
+    assert run_main(main, ["--blocks", "1,2", "--limit", "4"], monkeypatch) == 2
+    assert "5 non-negative block counts" in capsys.readouterr().err
+
+
+def test_init_copies_residual_blocks_of_the_same_widths_and_refuses_to_cut_them(tmp_path):
+    import json
+
+    import numpy as np
+
+    from fer_edge.errors import FerEdgeError
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.fit import init_weights
+    from fer_edge.train.model import make_model
+
+    source = make_model(7, stages=SMALL, blocks=(0, 0, 0, 1, 0))
+    source.save(tmp_path / "model.keras")
+    (tmp_path / "classes.json").write_text(json.dumps(list(FER2013_CLASSES)))
+    same = make_model(7, stages=SMALL, blocks=(0, 0, 0, 1, 0))
+    init_weights(same, tmp_path, FER2013_CLASSES)
+    faces = np.random.default_rng(3).random((2, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_allclose(same.predict_on_batch(faces), source.predict_on_batch(faces), atol=1e-5)
+    narrower = make_model(7, stages=((8, 1), (16, 1), (16, 2), (16, 2), (32, 1)), blocks=(0, 0, 0, 1, 0))
+    with pytest.raises(FerEdgeError, match="s3_r0_conv0 is in a residual block"):
+        init_weights(narrower, tmp_path, FER2013_CLASSES)
+
+
 def test_init_rejects_a_missing_or_foreign_model(tmp_path):
     import keras
 
