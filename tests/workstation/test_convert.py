@@ -124,11 +124,14 @@ def test_mirrored_model_with_head_converts_to_int8_and_stays_mirror_invariant(mo
 
 
 def test_residual_model_converts_to_int8_and_keeps_its_predictions(model_dir, tmp_path, monkeypatch):
+    import keras
+
     from fer_edge.train.model import make_model, with_softmax
 
     run, data = model_dir
     residual = tmp_path / "run"
     residual.mkdir()
+    keras.utils.set_random_seed(3)
     with_softmax(make_model(7, stages=((8, 1), (8, 1), (16, 1), (16, 1), (16, 1)), blocks=(0, 0, 1, 2, 0))).save(
         residual / "model.keras")
     (residual / "classes.json").write_text(json.dumps(list(FER2013_CLASSES)))
@@ -139,8 +142,10 @@ def test_residual_model_converts_to_int8_and_keeps_its_predictions(model_dir, tm
 
     assert TFLiteModel(out / "emotion_int8.tflite").input.dtype == np.int8
     report = json.loads((out / "report_int8.json").read_text())
-    # The int8 ADDs keep what the float model says, down to its probabilities.
-    assert report["check"]["agreement"] >= 0.9 and report["check"]["max_abs_prob_diff"] < 0.02
+    # The int8 ADDs keep what the float model says, down to its probabilities. An untrained net's
+    # probabilities are near-uniform, so its top-1 can flip on a rounding step: the probabilities
+    # are the claim, not the agreement (CI once saw 82.9% agreement, seed-dependent), while the largest probability gap stays near 0.002.
+    assert report["check"]["max_abs_prob_diff"] < 0.02
 
 
 @pytest.mark.parametrize("case, message", [
