@@ -143,8 +143,8 @@ def test_residual_model_converts_to_int8_and_keeps_its_predictions(model_dir, tm
     assert TFLiteModel(out / "emotion_int8.tflite").input.dtype == np.int8
     report = json.loads((out / "report_int8.json").read_text())
     # The int8 ADDs keep what the float model says, down to its probabilities. An untrained net's
-    # probabilities are near-uniform, so its top-1 can flip on a rounding step: the probabilities
-    # are the claim, not the agreement (CI once saw 82.9% agreement, seed-dependent), while the largest probability gap stays near 0.002.
+    # probabilities are near-uniform, so its top-1 flips on a rounding step (CI once saw 82.9%
+    # agreement) while the largest probability gap stays near 0.002: the gap is the claim.
     assert report["check"]["max_abs_prob_diff"] < 0.02
 
 
