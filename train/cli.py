@@ -201,6 +201,11 @@ def _discard_unstarted(run_dir: Path) -> None:
               help="Add a 1x1 convolution of N channels on the last 3x3 map whose pooled features join the "
                    "classifier's input: capacity for few MACs. With --init from a model without one, the "
                    "model starts with the source's predictions. 0: none.")
+@click.option("--fc", type=click.IntRange(0), default=TrainConfig.fc, show_default=True, metavar="N",
+              help="Flatten the last 3x3 map into a dense layer of N units instead of averaging it, so the "
+                   "classifier sees where on the face each feature fires: capacity at one MAC per weight. With "
+                   "--init from a pooled model, the model starts with the source's predictions (N at least the "
+                   "last stage's width). 0: pooling.")
 @click.option("--mirror", is_flag=True, help="Average the logits over the face and its mirror inside the model "
               "(two backbone passes, both counted in the MAC budget).")
 @click.option("--class-weight", is_flag=True, help="Weight samples by inverse class frequency.")
@@ -214,7 +219,7 @@ def _discard_unstarted(run_dir: Path) -> None:
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         dropout, label_smoothing, erase_prob, warmup, ema, teacher, teacher_weight, teacher_temperature,
         teacher_views, teacher_tta, teacher_tta_offset, teacher_mixup, teacher_votes, widths, blocks, head,
-        mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+        fc, mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
 
@@ -231,6 +236,8 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
     if teacher_votes and not teacher:
         raise FerEdgeError("--teacher-votes adds the other labelling's evidence to the teachers' logits: it needs "
                            "at least one --teacher")
+    if head and fc:
+        raise FerEdgeError("--head and --fc both replace the classifier's input: choose one")
     if resume_dir and init_from:
         raise FerEdgeError("--resume and --init do not mix: --resume continues a run with its own weights; "
                            "use --init for a new run")
@@ -246,7 +253,7 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                           teacher_temperature=teacher_temperature, teacher_views=teacher_views,
                           teacher_tta=teacher_tta, teacher_tta_offset=teacher_tta_offset,
                           teacher_mixup=teacher_mixup, teacher_votes=teacher_votes,
-                          widths=widths or (), blocks=blocks or (), head=head, mirror=mirror,
+                          widths=widths or (), blocks=blocks or (), head=head, fc=fc, mirror=mirror,
                           augment=AugmentConfig(enabled=not no_augment, erase_prob=erase_prob))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed, votes=cfg.teacher_votes > 0)
     configure_tensorflow(cfg.threads, cfg.seed)

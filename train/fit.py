@@ -57,6 +57,7 @@ class TrainConfig:
     teacher_votes: float = 0.0  # >0: weight of the other labelling's evidence added to the teachers' logits
     widths: tuple[int, ...] = ()  # channels per stage (): the default network
     head: int = 0  # channels of the pooled 1x1 head before the classifier (0: none)
+    fc: int = 0  # units of the spatial head: the flattened last map into a dense layer (0: pooling)
     blocks: tuple[int, ...] = ()  # residual blocks per stage (): none
     mirror: bool = False  # average the logits over the face and its mirror, inside the model
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -506,6 +507,27 @@ def _grow_classifier(src_weights: list[np.ndarray], keep_in: Optional[np.ndarray
     return [grown, bias]
 
 
+def _fc_as_pooling(layer, map_shape: Sequence[Optional[int]]) -> list[np.ndarray]:
+    """Weights that make a spatial head (``make_model(fc=N)``) output the pooled features first.
+
+    Unit j < channels averages channel j over the flattened map, as global
+    average pooling did; the input is a ReLU map, so the head's ReLU passes
+    the average unchanged, and the grown classifier (``_grow_classifier``)
+    reads it as before. The other units keep their fresh initialisation and
+    feed zero classifier weights, so the model starts with the pooled
+    model's predictions and training decides what the spatial weights add.
+    """
+    _, h, w, channels = map_shape
+    kernel, bias = (np.array(v) for v in layer.get_weights())
+    if kernel.shape[1] < channels:
+        raise FerEdgeError(f"a spatial head of {kernel.shape[1]} units cannot start as the pooling of "
+                           f"{channels} channels; give it at least {channels} units")
+    flat = kernel.reshape(h * w, channels, kernel.shape[1])  # Flatten of an NHWC map: position-major
+    flat[:, :, :channels] = np.eye(channels, dtype=kernel.dtype)[None] / (h * w)
+    bias[:channels] = 0
+    return [flat.reshape(kernel.shape), bias]
+
+
 #: Layer names inside a residual block (``make_model(blocks=...)``).
 RESIDUAL_LAYER = re.compile(r"s\d+_r\d+_")
 
@@ -527,7 +549,8 @@ def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
     2017). Plain and mirrored models initialise each other through their
     backbones. A model with a pooled head (``make_model(head=N)``) starts from
     one without: the head is fresh and the classifier is grown so the pair
-    predict the same before training.
+    predict the same before training; so does one with a spatial head
+    (``make_model(fc=N)``), whose first units start as the pooling.
     """
     from fer_edge.train.model import backbone_of
 
@@ -539,6 +562,15 @@ def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
     keep_in: Optional[np.ndarray] = None  # the source channels feeding the current layer
     for layer in backbone_of(model).layers:
         src = by_name.get(layer.name)
+        if layer.name == "fc" and src is None:  # a spatial head grown on a pooled model
+            layer.set_weights(_fc_as_pooling(layer, backbone_of(model).get_layer("flatten").input.shape))
+            copied += 1
+            continue
+        if layer.name == "fc" and tuple(src.kernel.shape) != tuple(layer.kernel.shape):
+            raise FerEdgeError(f"{path}: its spatial head (fc) has another shape; a flattened map cannot be "
+                               "cut down: --init from a run of the same last-stage width and head size")
+        if layer.name == "fc":
+            keep_in = None  # its units, not the map's channels, feed the classifier
         if src is None or not layer.weights:
             continue
         shapes = [tuple(w.shape) for w in layer.weights]
@@ -626,7 +658,7 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
         except ValueError as exc:
             raise FerEdgeError(f"widths or blocks: {exc}") from None
         model = make_model(len(data.classes), cfg.spec.size, stages, dropout=cfg.dropout, mirror=cfg.mirror,
-                           head=cfg.head, blocks=cfg.blocks)
+                           head=cfg.head, blocks=cfg.blocks, fc=cfg.fc)
     macs = count_macs(model)
     print(f"model: {model.count_params():,} parameters, {macs / 1e6:.1f}M MACs per face "
           f"(budget {MAC_BUDGET / 1e6:.0f}M); {len(train_data)} train / {len(val_data)} val faces", flush=True)

@@ -32,6 +32,15 @@ the head adds classifier capacity (the MobileNet "last 1x1 expansion") for a
 few percent of the budget; a model with a head starts from a trained model
 without one exactly where it left off (its extra classifier inputs start at
 zero, see `fer_edge.train.fit.init_weights`).
+
+Spatial head (`fc=N`): the last 3x3 map is flattened, not averaged, into a
+dense layer of N ReLU units before the classifier. FER2013 faces are roughly
+aligned, so where a feature fires (brow, mouth) carries meaning that global
+pooling throws away, and a dense weight costs one MAC: N=256 adds 0.44M MACs
+per pass for 442k weights, the cheapest capacity there is within the MAC
+budget (the int8 file's 1 MB limit bounds it instead). A model with the head
+starts from a pooled model exactly where it left off: its first units are set
+to the channel averages the pooled model used (see `init_weights`).
 """
 
 from __future__ import annotations
@@ -92,17 +101,22 @@ def make_model(
     mirror: bool = False,
     head: int = 0,
     blocks: Sequence[int] = (),
+    fc: int = 0,
 ) -> keras.Model:
     """Build the classifier: input (size, size, 1) float in [0, 1] -> class logits.
 
     Logits, not softmax, come out so label smoothing and soft labels train
     stably; `with_softmax` adds the softmax for export. `head` > 0 adds the
-    pooled head of that many channels, `blocks` the residual blocks per stage
-    (module docstring; empty: none).
+    pooled head of that many channels, `blocks` the residual blocks per stage,
+    `fc` > 0 the spatial head of that many units (module docstring; empty or
+    0: none). `head` and `fc` both replace the classifier's input: ValueError
+    for both.
     """
+    if head and fc:
+        raise ValueError("a model has a pooled head (head) or a spatial head (fc), not both")
     if mirror:
         return with_mirror(make_model(num_classes, input_size, stages, dropout, weight_decay, head=head,
-                                      blocks=blocks))
+                                      blocks=blocks, fc=fc))
     blocks = check_blocks(blocks) if blocks else (0,) * len(stages)
     reg = keras.regularizers.l2(weight_decay) if weight_decay else None
     inputs = keras.Input((input_size, input_size, 1), name="face")
@@ -117,7 +131,12 @@ def make_model(
             x = _residual_block(x, width, reg, f"s{s}_r{b}")
         if s < len(stages) - 1:
             x = layers.MaxPooling2D(2, name=f"s{s}_pool")(x)
-    pooled = layers.GlobalAveragePooling2D(name="gap")(x)
+    if fc:
+        pooled = layers.Flatten(name="flatten")(x)
+        pooled = layers.Dense(fc, kernel_regularizer=reg, name="fc")(pooled)
+        pooled = layers.ReLU(name="fc_relu")(pooled)
+    else:
+        pooled = layers.GlobalAveragePooling2D(name="gap")(x)
     if head:
         e = layers.Conv2D(head, 1, use_bias=False, kernel_regularizer=reg, name="head_conv")(x)
         e = layers.BatchNormalization(name="head_bn")(e)

@@ -123,7 +123,10 @@ def test_mirrored_model_with_head_converts_to_int8_and_stays_mirror_invariant(mo
                                   model.run(encoder.encode(np.ascontiguousarray(face[:, :, ::-1])))[0])
 
 
-def test_residual_model_converts_to_int8_and_keeps_its_predictions(model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("shape", [dict(blocks=(0, 0, 1, 2, 0)), dict(fc=24, mirror=True)],
+                         ids=["residual", "mirrored-spatial-head"])
+def test_residual_and_spatial_head_models_convert_to_int8_and_keep_their_predictions(model_dir, tmp_path,
+                                                                                    monkeypatch, shape):
     import keras
 
     from fer_edge.train.model import make_model, with_softmax
@@ -132,7 +135,7 @@ def test_residual_model_converts_to_int8_and_keeps_its_predictions(model_dir, tm
     residual = tmp_path / "run"
     residual.mkdir()
     keras.utils.set_random_seed(3)
-    with_softmax(make_model(7, stages=((8, 1), (8, 1), (16, 1), (16, 1), (16, 1)), blocks=(0, 0, 1, 2, 0))).save(
+    with_softmax(make_model(7, stages=((8, 1), (8, 1), (16, 1), (16, 1), (16, 1)), **shape)).save(
         residual / "model.keras")
     (residual / "classes.json").write_text(json.dumps(list(FER2013_CLASSES)))
     out = tmp_path / "out"
@@ -142,7 +145,7 @@ def test_residual_model_converts_to_int8_and_keeps_its_predictions(model_dir, tm
 
     assert TFLiteModel(out / "emotion_int8.tflite").input.dtype == np.int8
     report = json.loads((out / "report_int8.json").read_text())
-    # The int8 ADDs keep what the float model says, down to its probabilities. An untrained net's
+    # The int8 ADDs (and the flattened head's FULLY_CONNECTED) keep what the float model says, down to its probabilities. An untrained net's
     # probabilities are near-uniform, so its top-1 flips on a rounding step (CI once saw 82.9%
     # agreement) while the largest probability gap stays near 0.002: the gap is the claim.
     assert report["check"]["max_abs_prob_diff"] < 0.02

@@ -317,6 +317,45 @@ def test_pooled_head_costs_its_1x1_conv_and_starts_with_the_source_predictions(t
     np.testing.assert_allclose(headed.predict_on_batch(faces), source.predict_on_batch(faces), atol=1e-5)
 
 
+def test_spatial_head_costs_its_dense_layer_and_starts_with_the_source_predictions(trained_run, capsys,
+                                                                                   tmp_path):
+    import keras
+    import numpy as np
+
+    from fer_edge.errors import FerEdgeError
+    from fer_edge.labels import FER2013_CLASSES
+    from fer_edge.train.fit import init_weights
+    from fer_edge.train.model import DEFAULT_STAGES, count_macs, make_model
+
+    last = DEFAULT_STAGES[-1][0]
+    plain, spatial = make_model(7), make_model(7, fc=last + 8)
+    # The pooled 3x3 map feeds the classifier directly; the flattened one feeds a dense layer first.
+    assert count_macs(spatial) - count_macs(plain) == 3 * 3 * last * (last + 8) + (last + 8) * 7 - last * 7
+    assert count_macs(make_model(7, fc=last + 8, mirror=True)) == 2 * count_macs(spatial)
+    with pytest.raises(ValueError, match="not both"):
+        make_model(7, head=16, fc=last)
+
+    run, _ = trained_run
+    source = keras.models.load_model(run / "best.keras")
+    init_weights(spatial, run, FER2013_CLASSES)
+    assert "fresh" not in capsys.readouterr().out
+    np.testing.assert_array_equal(spatial.get_layer("logits").get_weights()[0][last:], 0)  # new units: no say yet
+    faces = np.random.default_rng(1).random((4, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_allclose(spatial.predict_on_batch(faces), source.predict_on_batch(faces), atol=1e-5)
+
+    # A spatial-head run continues one of its shape; a flattened map of another shape cannot be cut down.
+    grown = tmp_path / "grown"
+    grown.mkdir()
+    spatial.save(grown / "model.keras")
+    (grown / "classes.json").write_text(json.dumps(list(FER2013_CLASSES)))
+    again = make_model(7, fc=last + 8)
+    init_weights(again, grown, FER2013_CLASSES)
+    for a, b in zip(again.get_weights(), spatial.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FerEdgeError, match="spatial head"):
+        init_weights(make_model(7, fc=last + 16), grown, FER2013_CLASSES)
+
+
 SMALL = ((8, 1), (16, 1), (16, 2), (24, 2), (32, 1))
 
 
