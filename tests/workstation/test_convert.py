@@ -146,8 +146,9 @@ def test_residual_and_spatial_head_models_convert_to_int8_and_keep_their_predict
     assert TFLiteModel(out / "emotion_int8.tflite").input.dtype == np.int8
     report = json.loads((out / "report_int8.json").read_text())
     # The int8 ADDs (and the flattened head's FULLY_CONNECTED) keep what the float model says, down
-    # to its probabilities. An untrained net's probabilities are near-uniform, so its top-1 flips on a rounding step (CI once saw 82.9%
-    # agreement) while the largest probability gap stays near 0.002: the gap is the claim.
+    # to its probabilities. An untrained net's probabilities are near-uniform, so its top-1 flips on
+    # a rounding step (CI once saw 82.9% agreement) while the largest probability gap stays near
+    # 0.002: the gap is the claim.
     assert report["check"]["max_abs_prob_diff"] < 0.02
 
 
