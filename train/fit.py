@@ -562,14 +562,14 @@ def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
     keep_in: Optional[np.ndarray] = None  # the source channels feeding the current layer
     for layer in backbone_of(model).layers:
         src = by_name.get(layer.name)
-        if layer.name == "fc" and src is None:  # a spatial head grown on a pooled model
-            layer.set_weights(_fc_as_pooling(layer, backbone_of(model).get_layer("flatten").input.shape))
-            copied += 1
-            continue
-        if layer.name == "fc" and tuple(src.kernel.shape) != tuple(layer.kernel.shape):
-            raise FerEdgeError(f"{path}: its spatial head (fc) has another shape; a flattened map cannot be "
-                               "cut down: --init from a run of the same last-stage width and head size")
         if layer.name == "fc":
+            if src is None:  # a spatial head grown on a pooled model
+                layer.set_weights(_fc_as_pooling(layer, backbone_of(model).get_layer("flatten").input.shape))
+                copied += 1
+                continue
+            if tuple(src.kernel.shape) != tuple(layer.kernel.shape):
+                raise FerEdgeError(f"{path}: its spatial head (fc) has another shape; a flattened map cannot be "
+                                   "cut down: --init from a run of the same last-stage width and head size")
             keep_in = None  # its units, not the map's channels, feed the classifier
         if src is None or not layer.weights:
             continue
