@@ -8,7 +8,7 @@ the bottleneck on a 2-core workstation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -27,6 +27,22 @@ class AugmentConfig:
     contrast: float = 0.3  # multiplicative around the mean, in [1 - c, 1 + c]
     erase_prob: float = 0.5
     erase_area: tuple[float, float] = (0.02, 0.15)
+
+    def scaled(self, strength: float) -> "AugmentConfig":
+        """The same transforms with every geometric and photometric range times ``strength``.
+
+        A student that only ever trains on strongly augmented views spends
+        part of its capacity on invariances the clean test faces never ask
+        for; a late fine-tune on milder views matches training to the faces it
+        is scored on (the FixRes argument, Touvron et al., 2019). The erasing
+        probability has its own knob and is left alone; flips keep their
+        meaning, a mirrored face shows the same emotion.
+        """
+        if strength < 0:
+            raise ValueError(f"augmentation strength must be >= 0, not {strength}")
+        return replace(self, rotate_deg=self.rotate_deg * strength, shift=self.shift * strength,
+                       zoom=self.zoom * strength, brightness=self.brightness * strength,
+                       contrast=self.contrast * strength)
 
 
 def _warp(face: np.ndarray, m: np.ndarray) -> np.ndarray:

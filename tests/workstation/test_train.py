@@ -252,6 +252,30 @@ def test_mixup_blends_each_face_with_a_partner_and_keeps_the_larger_share():
     for i in range(16):
         np.testing.assert_allclose(mixed[i], lam[i] * faces[i] + (1 - lam[i]) * faces[partner[i]], rtol=1e-5)
 
+
+def test_augment_strength_scales_the_ranges_and_zero_leaves_only_flips():
+    from dataclasses import replace
+
+    import numpy as np
+
+    from fer_edge.train.augment import AugmentConfig, augment_batch
+
+    full = AugmentConfig(erase_prob=0.0)
+    half = full.scaled(0.5)
+    assert (half.rotate_deg, half.shift, half.zoom, half.brightness, half.contrast) == pytest.approx(
+        (full.rotate_deg / 2, full.shift / 2, full.zoom / 2, full.brightness / 2, full.contrast / 2))
+    assert half.flip and half.erase_prob == full.erase_prob
+    faces = np.random.default_rng(6).integers(0, 256, (32, 48, 48), dtype=np.uint8)
+    bare = augment_batch(faces, np.random.default_rng(7), full.scaled(0.0))
+    flipped = np.array([np.array_equal(b, f[:, ::-1]) for b, f in zip(bare, faces)])
+    assert all(np.array_equal(b, f) or m for b, f, m in zip(bare, faces, flipped)) and 0 < flipped.sum() < 32
+    # The same draws at half the range move the faces less than at the full range.
+    moved = [np.abs(augment_batch(faces, np.random.default_rng(8), replace(cfg, flip=False)) - faces).mean()
+             for cfg in (half, full)]
+    assert 0 < moved[0] < moved[1]
+    with pytest.raises(ValueError):
+        full.scaled(-1)
+
 def test_evaluate_bad_model_is_one_line(tmp_path, monkeypatch, capsys):
     from fer_edge.train.cli import main
 
@@ -551,12 +575,13 @@ def test_distillation_with_weight_average_trains_and_records_its_recipe(trained_
     code = run_main(main, ["--data", str(data), "--out", str(tmp_path), "--name", "kd", "--epochs", "2",
                            "--batch-size", "8", "--seed", "3", "--threads", "2", "--init", str(run),
                            "--teacher", str(run), "--teacher", str(run / "model.keras"), "--teacher-weight", "0.7",
-                           "--teacher-views", "2", "--teacher-tta", "--teacher-mixup", "0.3", "--ema", "0.9"], monkeypatch)
+                           "--teacher-views", "2", "--teacher-tta", "--teacher-mixup", "0.3", "--ema", "0.9",
+                           "--augment-strength", "0.5"], monkeypatch)
     assert code == 0
     cfg = json.loads((tmp_path / "kd" / "config.json").read_text())["train"]
     assert cfg["teachers"] == [str(run), str(run / "model.keras")]
     assert cfg["teacher_weight"] == 0.7 and cfg["ema"] == 0.9 and cfg["teacher_views"] == 2 and cfg["teacher_tta"]
-    assert cfg["teacher_mixup"] == 0.3
+    assert cfg["teacher_mixup"] == 0.3 and cfg["augment"]["rotate_deg"] == pytest.approx(6.0)
     m = json.loads((tmp_path / "kd" / "metrics.json").read_text())
     assert m["epochs_run"] == 2 and 0.0 <= m["accuracy"] <= 1.0
 
