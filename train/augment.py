@@ -31,12 +31,13 @@ class AugmentConfig:
     def scaled(self, strength: float) -> "AugmentConfig":
         """The same transforms with every geometric and photometric range times ``strength``.
 
-        A student that only ever trains on strongly augmented views spends
-        part of its capacity on invariances the clean test faces never ask
-        for; a late fine-tune on milder views matches training to the faces it
-        is scored on (the FixRes argument, Touvron et al., 2019). The erasing
-        probability has its own knob and is left alone; flips keep their
-        meaning, a mirrored face shows the same emotion.
+        Augmentation is the student's main regulariser, and its strength is
+        the dial: milder copies look more like the clean faces it is scored on
+        (the FixRes argument, Touvron et al., 2019), harder ones show it more
+        of what a face can look like. Which way helps is an experiment, not a
+        rule (README: fer2013-mild16, where milder views scored lower). The
+        erasing probability has its own knob and is left alone; flips keep
+        their meaning, a mirrored face shows the same emotion.
         """
         if strength < 0:
             raise ValueError(f"augmentation strength must be >= 0, not {strength}")

@@ -157,8 +157,8 @@ def _discard_unstarted(run_dir: Path) -> None:
 @click.option("--erase-prob", type=click.FloatRange(0, 1), default=AugmentConfig.erase_prob, show_default=True,
               help="Probability of random erasing per face.")
 @click.option("--augment-strength", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Scale the rotation, shift, zoom, brightness and contrast ranges (e.g. 0.5 for a mild "
-                   "late fine-tune; 0 leaves only flips and erasing).")
+              help="Scale the rotation, shift, zoom, brightness and contrast ranges: 0.5 halves each, "
+                   "1.3 makes them harder, 0 leaves only flips and erasing.")
 @click.option("--warmup", type=click.FloatRange(0), default=TrainConfig.warmup_epochs, show_default=True,
               help="Linear warm-up, in epochs.")
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.ema, show_default=True,
@@ -220,9 +220,9 @@ def _discard_unstarted(run_dir: Path) -> None:
 @click.option("--report-split", default="test", show_default=True,
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
-        dropout, label_smoothing, erase_prob, augment_strength, warmup, ema, teacher, teacher_weight, teacher_temperature,
-        teacher_views, teacher_tta, teacher_tta_offset, teacher_mixup, teacher_votes, widths, blocks, head,
-        fc, mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+        dropout, label_smoothing, erase_prob, augment_strength, warmup, ema, teacher, teacher_weight,
+        teacher_temperature, teacher_views, teacher_tta, teacher_tta_offset, teacher_mixup, teacher_votes, widths,
+        blocks, head, fc, mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
 

@@ -276,6 +276,7 @@ def test_augment_strength_scales_the_ranges_and_zero_leaves_only_flips():
     with pytest.raises(ValueError):
         full.scaled(-1)
 
+
 def test_evaluate_bad_model_is_one_line(tmp_path, monkeypatch, capsys):
     from fer_edge.train.cli import main
 
