@@ -150,6 +150,9 @@ def _discard_unstarted(run_dir: Path) -> None:
               help="Peak learning rate (SGD, Nesterov momentum, warm-up then cosine decay).")
 @click.option("--patience", type=click.IntRange(1), default=15, show_default=True,
               help="Early stop after this many epochs without a better validation accuracy.")
+@click.option("--weight-decay", type=click.FloatRange(0), default=TrainConfig.weight_decay, show_default=True,
+              help="Decoupled weight decay per SGD step, times the learning rate: the pull of every weight "
+                   "towards zero. 0: off.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.dropout,
               show_default=True, help="Dropout before the classifier.")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.label_smoothing,
@@ -220,7 +223,7 @@ def _discard_unstarted(run_dir: Path) -> None:
 @click.option("--report-split", default="test", show_default=True,
               help="Split scored into metrics.json (FER2013: test = PrivateTest).")
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
-        dropout, label_smoothing, erase_prob, augment_strength, warmup, ema, teacher, teacher_weight,
+        weight_decay, dropout, label_smoothing, erase_prob, augment_strength, warmup, ema, teacher, teacher_weight,
         teacher_temperature, teacher_views, teacher_tta, teacher_tta_offset, teacher_mixup, teacher_votes, widths,
         blocks, head, fc, mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
@@ -248,7 +251,8 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
         run_dir = Path(resume_dir)
         saved, cfg, (data, labels, ferplus, eight_classes) = _saved_run(run_dir)
     else:
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, dropout=dropout,
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+                          dropout=dropout,
                           label_smoothing=label_smoothing, warmup_epochs=warmup,
                           class_weight=class_weight, seed=seed, threads=threads, limit=limit,
                           init=str(init_from) if init_from else None, ema=ema,

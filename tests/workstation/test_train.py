@@ -577,9 +577,10 @@ def test_distillation_with_weight_average_trains_and_records_its_recipe(trained_
                            "--batch-size", "8", "--seed", "3", "--threads", "2", "--init", str(run),
                            "--teacher", str(run), "--teacher", str(run / "model.keras"), "--teacher-weight", "0.7",
                            "--teacher-views", "2", "--teacher-tta", "--teacher-mixup", "0.3", "--ema", "0.9",
-                           "--augment-strength", "0.5"], monkeypatch)
+                           "--augment-strength", "0.5", "--weight-decay", "0.0001"], monkeypatch)
     assert code == 0
     cfg = json.loads((tmp_path / "kd" / "config.json").read_text())["train"]
+    assert cfg["weight_decay"] == 0.0001
     assert cfg["teachers"] == [str(run), str(run / "model.keras")]
     assert cfg["teacher_weight"] == 0.7 and cfg["ema"] == 0.9 and cfg["teacher_views"] == 2 and cfg["teacher_tta"]
     assert cfg["teacher_mixup"] == 0.3 and cfg["augment"]["rotate_deg"] == pytest.approx(6.0)
