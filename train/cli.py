@@ -252,8 +252,7 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
         saved, cfg, (data, labels, ferplus, eight_classes) = _saved_run(run_dir)
     else:
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
-                          dropout=dropout,
-                          label_smoothing=label_smoothing, warmup_epochs=warmup,
+                          dropout=dropout, label_smoothing=label_smoothing, warmup_epochs=warmup,
                           class_weight=class_weight, seed=seed, threads=threads, limit=limit,
                           init=str(init_from) if init_from else None, ema=ema,
                           teachers=tuple(str(t) for t in teacher), teacher_weight=teacher_weight,
