@@ -1,4 +1,4 @@
-"""`fer-train`: train the edge CNN (default) or score a saved model (`evaluate`)."""
+"""`fer-train`: train the edge CNN (default), score saved models (`evaluate`), compare runs (`runs`)."""
 
 from __future__ import annotations
 
@@ -525,6 +525,36 @@ def soup(models, shares, data, out, name, report_split) -> None:
     })
     click.echo(f"val top-1 {val['accuracy']:.2%} (macro-F1 {val['macro_f1']:.3f}); {report_split} top-1 "
                f"{report['accuracy']:.2%}. Outputs in {run_dir}")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--sort", "sort_by", type=click.Choice(["val", "name"]), default="val", show_default=True,
+              help="val: best validation accuracy first (the split runs are chosen on); name: alphabetical.")
+@click.option("--out", type=click.Path(path_type=Path), help="Also write the table to this Markdown file.")
+def runs(run_dirs, sort_by, out) -> None:
+    """Compare finished run folders in one Markdown table.
+
+    One row per folder: labels, the run it started from, teachers, params,
+    MACs, epochs, seconds per epoch, validation top-1 and the report split's
+    top-1 and macro-F1. Folders without a metrics.json (a run stopped before
+    its first epoch, a folder of other files) are listed as skipped.
+    """
+    from fer_edge.files import write_atomic
+    from fer_edge.train.runs import markdown_table, read_run, sort_runs
+
+    summaries, skipped = [], []
+    for run_dir in run_dirs:
+        if not run_dir.is_dir():
+            raise FerEdgeError(f"{run_dir}: not a run folder")
+        summary = read_run(run_dir)
+        (skipped.append(run_dir.name) if summary is None else summaries.append(summary))
+    table = markdown_table(sort_runs(summaries, sort_by))
+    click.echo(table, nl=False)
+    if skipped:
+        click.echo(f"skipped {len(skipped)} folder(s) without metrics.json: {', '.join(skipped)}", err=True)
+    if out:
+        write_atomic(out, table)
 
 
 def main() -> None:

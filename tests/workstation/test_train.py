@@ -121,6 +121,18 @@ def test_evaluate_subcommand(trained_run, monkeypatch, capsys, tmp_path):
     assert report["samples"] == 21 and report["models"] == [str(run / "model.keras")] and not report["mirror"]
 
 
+def test_runs_table_reads_a_real_run_folder(trained_run, monkeypatch, capsys):
+    from fer_edge.train.cli import main
+
+    run, _ = trained_run
+    m = json.loads((run / "metrics.json").read_text())
+    assert run_main(main, ["runs", str(run)], monkeypatch) == 0
+    row = [c.strip() for c in capsys.readouterr().out.splitlines()[2].strip("|").split("|")]
+    assert row[:4] == ["smoke", "fer2013", "-", "-"]
+    assert row[5] == f"{m['macs'] / 1e6:.1f}M" and row[6] == "2"
+    assert row[8:10] == [f"{m['val_accuracy']:.2%}", f"{m['accuracy']:.2%}"]
+
+
 def test_evaluate_scores_an_ensemble_with_mirrors(trained_run, monkeypatch, capsys, tmp_path):
     """Several models and --mirror give the accuracy of the mean logits that distillation uses."""
     from fer_edge.labels import FER2013_CLASSES
