@@ -538,21 +538,22 @@ def runs(run_dirs, sort_by, out) -> None:
     One row per folder: labels, the run it started from, teachers, params,
     MACs, epochs, seconds per epoch, validation top-1 and the report split's
     top-1 and macro-F1. Folders without a metrics.json (a run stopped before
-    its first epoch, a folder of other files) are listed as skipped.
+    its first epoch, a folder of other files) and files (a README beside the
+    runs, as a glob like `train/results/*` picks up) are listed as skipped.
     """
     from fer_edge.files import write_atomic
     from fer_edge.train.runs import markdown_table, read_run, sort_runs
 
     summaries, skipped = [], []
     for run_dir in run_dirs:
-        if not run_dir.is_dir():
-            raise FerEdgeError(f"{run_dir}: not a run folder")
-        summary = read_run(run_dir)
+        if not run_dir.exists():
+            raise FerEdgeError(f"{run_dir}: not found")
+        summary = read_run(run_dir) if run_dir.is_dir() else None
         (skipped.append(run_dir.name) if summary is None else summaries.append(summary))
     table = markdown_table(sort_runs(summaries, sort_by))
     click.echo(table, nl=False)
     if skipped:
-        click.echo(f"skipped {len(skipped)} folder(s) without metrics.json: {', '.join(skipped)}", err=True)
+        click.echo(f"skipped {len(skipped)} without a metrics.json: {', '.join(skipped)}", err=True)
     if out:
         write_atomic(out, table)
 

@@ -58,10 +58,13 @@ def test_runs_sorted_by_name_and_folders_without_metrics_skipped(tmp_path, monke
     stopped = tmp_path / "stopped"
     stopped.mkdir()
     (stopped / "config.json").write_text("{}")
-    assert run_main(main, ["runs", "--sort", "name", *map(str, runs), str(stopped)], monkeypatch) == 0
+    notes = tmp_path / "README.md"  # what a glob over a results folder also picks up
+    notes.write_text("# runs\n")
+    assert run_main(main, ["runs", "--sort", "name", *map(str, runs), str(stopped), str(notes)],
+                    monkeypatch) == 0
     captured = capsys.readouterr()
     assert [line.split("|")[1].strip() for line in captured.out.splitlines()[2:]] == ["m", "z"]
-    assert captured.err.strip() == "skipped 1 folder(s) without metrics.json: stopped"
+    assert captured.err.strip() == "skipped 2 without a metrics.json: stopped, README.md"
 
 
 def test_runs_refuse_mixed_report_splits(tmp_path, monkeypatch, capsys):
@@ -78,7 +81,7 @@ def test_runs_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
 
     missing = tmp_path / "nope"
     assert run_main(main, ["runs", str(missing)], monkeypatch) == 2
-    assert capsys.readouterr().err.strip() == f"error: {missing}: not a run folder"
+    assert capsys.readouterr().err.strip() == f"error: {missing}: not found"
 
     torn = tmp_path / "torn"
     torn.mkdir()
