@@ -52,6 +52,20 @@ def check_model_shape(model, path: Path, classes: tuple[str, ...], spec: Preproc
                            f"({', '.join(classes)})")
 
 
+def check_mac_budget(model, path: Path) -> None:
+    """Refuse to bundle a model the device was not budgeted for (a teacher trained with --no-mac-budget).
+
+    Converting one to TFLite stays allowed, for comparison; only the bundle,
+    which `fer-device` runs per face, is held to the budget.
+    """
+    from fer_edge.train.model import MAC_BUDGET, count_macs
+
+    macs = count_macs(model)
+    if macs > MAC_BUDGET:
+        raise FerEdgeError(f"{path}: {macs / 1e6:.1f}M MACs per face, over the device's {MAC_BUDGET / 1e6:.0f}M "
+                           "budget: not bundled (convert it with --no-bundle)")
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--int8", "modes", flag_value="int8", multiple=True,
@@ -118,6 +132,8 @@ def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_d
 
     keras_model = load_keras_model(model_path)
     check_model_shape(keras_model, model_path, classes, spec)
+    if bundle:
+        check_mac_budget(keras_model, model_path)
     calibration = None
     if "int8" in modes:
         calibration = calibration_faces(dataset, calib_samples, seed)

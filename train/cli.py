@@ -214,6 +214,9 @@ def _discard_unstarted(run_dir: Path) -> None:
                    "last stage's width). 0: pooling.")
 @click.option("--mirror", is_flag=True, help="Average the logits over the face and its mirror inside the model "
               "(two backbone passes, both counted in the MAC budget).")
+@click.option("--no-mac-budget", is_flag=True,
+              help="Lift the 50M-MAC budget, for a teacher: a network that only scores faces here for "
+                   "--teacher and never ships (fer-convert refuses to bundle a model over the budget).")
 @click.option("--class-weight", is_flag=True, help="Weight samples by inverse class frequency.")
 @click.option("--no-augment", is_flag=True, help="Train on the faces as they are.")
 @click.option("--seed", type=int, default=1234, show_default=True)
@@ -225,7 +228,7 @@ def _discard_unstarted(run_dir: Path) -> None:
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         weight_decay, dropout, label_smoothing, erase_prob, augment_strength, warmup, ema, teacher, teacher_weight,
         teacher_temperature, teacher_views, teacher_tta, teacher_tta_offset, teacher_mixup, teacher_votes, widths,
-        blocks, head, fc, mirror, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+        blocks, head, fc, mirror, no_mac_budget, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
 
@@ -260,6 +263,7 @@ def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, 
                           teacher_tta=teacher_tta, teacher_tta_offset=teacher_tta_offset,
                           teacher_mixup=teacher_mixup, teacher_votes=teacher_votes,
                           widths=widths or (), blocks=blocks or (), head=head, fc=fc, mirror=mirror,
+                          mac_budget=not no_mac_budget,
                           augment=AugmentConfig(enabled=not no_augment,
                                                 erase_prob=erase_prob).scaled(augment_strength))
     dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed, votes=cfg.teacher_votes > 0)

@@ -60,6 +60,7 @@ class TrainConfig:
     fc: int = 0  # units of the spatial head: the flattened last map into a dense layer (0: pooling)
     blocks: tuple[int, ...] = ()  # residual blocks per stage (): none
     mirror: bool = False  # average the logits over the face and its mirror, inside the model
+    mac_budget: bool = True  # False: a teacher, exempt from the device's MAC budget (fer-convert won't bundle it)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     spec: PreprocessSpec = DEFAULT_SPEC
 
@@ -660,10 +661,12 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
         model = make_model(len(data.classes), cfg.spec.size, stages, dropout=cfg.dropout, mirror=cfg.mirror,
                            head=cfg.head, blocks=cfg.blocks, fc=cfg.fc)
     macs = count_macs(model)
+    budget = f"budget {MAC_BUDGET / 1e6:.0f}M" if cfg.mac_budget else "no budget: a teacher, never bundled"
     print(f"model: {model.count_params():,} parameters, {macs / 1e6:.1f}M MACs per face "
-          f"(budget {MAC_BUDGET / 1e6:.0f}M); {len(train_data)} train / {len(val_data)} val faces", flush=True)
-    if macs > MAC_BUDGET:
-        raise FerEdgeError(f"model needs {macs / 1e6:.1f}M MACs, over the {MAC_BUDGET / 1e6:.0f}M budget")
+          f"({budget}); {len(train_data)} train / {len(val_data)} val faces", flush=True)
+    if cfg.mac_budget and macs > MAC_BUDGET:
+        raise FerEdgeError(f"model needs {macs / 1e6:.1f}M MACs, over the {MAC_BUDGET / 1e6:.0f}M budget "
+                           "(--no-mac-budget for a teacher that never ships)")
     if cfg.init and not resume:
         init_weights(model, Path(cfg.init), data.classes)
     teachers = [Path(t) for t in cfg.teachers]

@@ -152,6 +152,27 @@ def test_residual_and_spatial_head_models_convert_to_int8_and_keep_their_predict
     assert report["check"]["max_abs_prob_diff"] < 0.02
 
 
+def test_a_model_over_the_mac_budget_converts_but_is_not_bundled(model_dir, tmp_path, monkeypatch, capsys):
+    """A teacher (fer-train --no-mac-budget) may be converted for comparison, never bundled for the device."""
+    from fer_edge.train.model import make_model, with_softmax
+
+    run, data = model_dir
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    with_softmax(make_model(7, stages=((64, 1), (128, 1), (192, 1), (320, 1), (512, 1)))).save(wide / "model.keras")
+    (wide / "classes.json").write_text(json.dumps(list(FER2013_CLASSES)))
+    out = tmp_path / "out"
+    assert _convert([str(wide), "--data", str(data), "--out", str(out), "--float32", "--no-detector",
+                     "--max-drop", "100"], monkeypatch) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {wide / 'model.keras'}: ")
+    assert "over the device's 50M budget: not bundled (convert it with --no-bundle)" in err[0]
+    assert not (out / "bundle").exists()
+    assert _convert([str(wide), "--data", str(data), "--out", str(out), "--float32", "--no-bundle",
+                     "--max-drop", "100"], monkeypatch) == 0
+    assert (out / "emotion_float32.tflite").is_file()
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing", "model not found"),
     ("not_keras", "not a Keras model file"),

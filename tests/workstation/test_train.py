@@ -695,6 +695,28 @@ def test_a_fit_that_cannot_start_fails_fast_in_one_line_and_leaves_no_run_folder
     assert not (out / "x").exists()  # so a corrected retry gets the same folder, not x2
 
 
+def test_a_teacher_may_exceed_the_mac_budget_and_says_so(trained_run, tmp_path, monkeypatch, capsys):
+    """--no-mac-budget trains a wider net than the device may run, records it, and the net can teach."""
+    from fer_edge.train.cli import main
+
+    _, data = trained_run
+    out = tmp_path / "runs"
+    wide = ["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8", "--threads", "2",
+            "--widths", "64,128,192,320,512"]
+    assert run_main(main, [*wide, "--name", "wide", "--no-mac-budget"], monkeypatch) == 0
+    captured = capsys.readouterr()
+    assert "MACs per face (no budget: a teacher, never bundled)" in captured.out
+    config = json.loads((out / "wide" / "config.json").read_text())
+    assert config["train"]["mac_budget"] is False
+    metrics = json.loads((out / "wide" / "metrics.json").read_text())
+    assert metrics["macs"] > 50_000_000
+    # It teaches an edge-sized student like any run folder.
+    assert run_main(main, ["--data", str(data), "--out", str(out), "--name", "student", "--epochs", "1",
+                           "--batch-size", "8", "--threads", "2", "--teacher", str(out / "wide")], monkeypatch) == 0
+    student = json.loads((out / "student" / "config.json").read_text())["train"]
+    assert student["mac_budget"] is True and student["teachers"] == [str(out / "wide")]
+
+
 def test_ctrl_c_before_the_first_epoch_ends_leaves_no_run_folder(trained_run, tmp_path, monkeypatch, capsys):
     import fer_edge.train.fit as fit
     from fer_edge.train.cli import main
