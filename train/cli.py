@@ -228,7 +228,8 @@ def _discard_unstarted(run_dir: Path) -> None:
 def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
         weight_decay, dropout, label_smoothing, erase_prob, augment_strength, warmup, ema, teacher, teacher_weight,
         teacher_temperature, teacher_views, teacher_tta, teacher_tta_offset, teacher_mixup, teacher_votes, widths,
-        blocks, head, fc, mirror, no_mac_budget, class_weight, no_augment, seed, threads, limit, skip_bad, report_split) -> None:
+        blocks, head, fc, mirror, no_mac_budget, class_weight, no_augment, seed, threads, limit, skip_bad,
+        report_split) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
     from fer_edge.train.fit import configure_tensorflow
 
@@ -540,8 +541,8 @@ def runs(run_dirs, sort_by, out) -> None:
     """Compare finished run folders in one Markdown table.
 
     One row per folder: labels, the run it started from, teachers, params,
-    MACs, epochs, seconds per epoch, validation top-1 and the report split's
-    top-1 and macro-F1. Folders without a metrics.json (a run stopped before
+    MACs, epochs, wall seconds per epoch (teacher scoring included),
+    validation top-1 and the report split's top-1 and macro-F1. Folders without a metrics.json (a run stopped before
     its first epoch, a folder of other files) and files (a README beside the
     runs, as a glob like `train/results/*` picks up) are listed as skipped.
     """
@@ -553,7 +554,10 @@ def runs(run_dirs, sort_by, out) -> None:
         if not run_dir.exists():
             raise FerEdgeError(f"{run_dir}: not found")
         summary = read_run(run_dir) if run_dir.is_dir() else None
-        (skipped.append(run_dir.name) if summary is None else summaries.append(summary))
+        if summary is None:
+            skipped.append(run_dir.name)
+        else:
+            summaries.append(summary)
     table = markdown_table(sort_runs(summaries, sort_by))
     click.echo(table, nl=False)
     if skipped:

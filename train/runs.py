@@ -113,10 +113,9 @@ def _millions(value: Optional[int], digits: int) -> str:
 def markdown_table(runs: Sequence[RunSummary]) -> str:
     """A Markdown table, one row per run, in the order given.
 
-    The report split's column is named after the split the runs report on,
-    so FER2013's "test" reads as PrivateTest only where the reader knows it;
-    runs that report on different splits are refused, since one column would
-    then mix two test sets.
+    The report split's columns carry the split's name as the runs record it
+    (FER2013's PrivateTest is "test"). Runs that report on different splits
+    are refused, since one column would then mix two test sets.
     """
     if not runs:
         raise FerEdgeError("no run folders with a metrics.json to compare")
