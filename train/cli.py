@@ -15,7 +15,7 @@ from fer_edge.cli_util import DefaultGroup, run_cli, unique_run_dir
 from fer_edge.errors import FerEdgeError
 from fer_edge.train.augment import AugmentConfig
 from fer_edge.train.data import FaceData, default_data_dir, load_dataset
-from fer_edge.train.fit import TrainConfig
+from fer_edge.train.fit import TrainConfig, recorded_teachers
 
 LABELS = click.Choice(["fer2013", "ferplus", "ferplus-soft"])
 
@@ -313,8 +313,8 @@ def _saved_run(run_dir: Path):
     data_args = (Path(args["data"]) if args["data"] else None, args["labels"],
                  Path(args["ferplus"]) if args["ferplus"] else None, args["eight_classes"])
     cfg_dict = dict(saved["train"])
-    old = cfg_dict.pop("teacher", None)  # runs written before --teacher could repeat
-    cfg_dict["teachers"] = tuple(cfg_dict.get("teachers") or ([old] if old else []))
+    cfg_dict["teachers"] = recorded_teachers(cfg_dict)
+    cfg_dict.pop("teacher", None)
     cfg_dict["widths"] = tuple(cfg_dict.get("widths") or ())
     cfg_dict["blocks"] = tuple(cfg_dict.get("blocks") or ())  # runs written before --blocks have none
     cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k not in ("augment", "spec")},

@@ -70,6 +70,13 @@ class TrainConfig:
         return data
 
 
+def recorded_teachers(train: dict[str, Any]) -> tuple[str, ...]:
+    """The teachers a config.json's "train" section names; runs written before --teacher could repeat
+    recorded one "teacher"."""
+    old = train.get("teacher")
+    return tuple(train.get("teachers") or ([old] if old else []))
+
+
 def configure_tensorflow(threads: int, seed: int) -> None:
     """Set thread pools and seeds before any op runs (TensorFlow refuses later changes)."""
     import keras

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fer_edge.errors import FerEdgeError
+from fer_edge.train.fit import recorded_teachers
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 def read_run(run_dir: Path) -> Optional[RunSummary]:
     """Summarise a run folder, or None when it holds no metrics.json (a run stopped before its first epoch).
 
-    Soups and trained runs alike: a soup's config.json has no --init or
-    teachers of its own, so both columns stay empty for it.
+    Soups too: a soup's config.json carries its first run's training
+    settings, so its "from" and teachers columns are that run's.
     """
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
@@ -68,8 +69,7 @@ def read_run(run_dir: Path) -> Optional[RunSummary]:
             name=run_dir.name,
             labels=str(metrics.get("data", {}).get("labels") or config.get("args", {}).get("labels", "")),
             start=_run_name(train.get("init")),
-            # Runs written before --teacher could repeat recorded one "teacher".
-            teachers=len(train.get("teachers") or ([train["teacher"]] if train.get("teacher") else [])),
+            teachers=len(recorded_teachers(train)),
             params=metrics.get("params"),
             macs=metrics.get("macs"),
             epochs=metrics.get("epochs_run"),
