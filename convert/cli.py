@@ -10,7 +10,8 @@ from typing import Optional
 import click
 import numpy as np
 
-from fer_edge.cli_util import run_cli
+from fer_edge import __version__
+from fer_edge.cli_util import quiet_tensorflow_logs, run_cli, verbose_option
 from fer_edge.errors import FerEdgeError
 from fer_edge.files import write_atomic
 from fer_edge.labels import validate_classes
@@ -90,6 +91,8 @@ def check_mac_budget(model, path: Path) -> None:
 @click.option("--archive", is_flag=True, help="Also write the bundle as a .tar.gz.")
 @click.option("--no-detector", is_flag=True, help="Bundle without the BlazeFace detector.")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="TFLite threads for the check.")
+@verbose_option
+@click.version_option(__version__, prog_name="fer-convert")
 def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_drop, out, bundle, archive,
         no_detector, threads) -> None:
     """Convert a trained model (a .keras file or a fer-train run folder) to TFLite.
@@ -120,7 +123,6 @@ def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_d
         raise FerEdgeError(f"{data_path}: data classes {list(dataset.classes)} differ from the model's {list(classes)}")
     check_split = dataset.split(split)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: F401  (after the cheap checks: TensorFlow takes seconds to import)
 
     from fer_edge.convert.build import build_bundle
@@ -198,4 +200,5 @@ def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_d
 
 
 def main() -> None:
+    quiet_tensorflow_logs()
     run_cli(cli)

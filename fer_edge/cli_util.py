@@ -8,9 +8,12 @@ input never shows a traceback. It also turns SIGTERM into an exception, so a
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import click
 
@@ -35,6 +38,96 @@ def quiet_native_logs() -> None:
         log = getattr(getattr(cv2, "utils", None), "logging", None)  # absent from some distro builds
         if log is not None:
             log.setLogLevel(log.LOG_LEVEL_ERROR)
+
+
+#: TensorFlow's start-up lines on a CPU machine: absl's pre-init notice, the CUDA stub and cuInit
+#: failures, oneDNN's and the CPU-feature notes. Nothing a fer-train or fer-convert user can act on.
+TENSORFLOW_NOISE = re.compile(
+    r"absl::InitializeLog|cudart_stub\.cc|cuda_platform\.cc|cuda_driver\.cc|cuInit|oneDNN custom operations"
+    r"|cpu_feature_guard\.cc|To enable the following instructions|Unable to register cu(DNN|FFT|BLAS) factory"
+    r"|computation placer already registered|TF-TRT Warning")
+
+
+def quiet_tensorflow_logs() -> None:
+    """Keep TensorFlow's start-up noise off the terminal of fer-train and fer-convert (--verbose shows it).
+
+    Every run otherwise opens with half a dozen native log lines (oneDNN, the
+    CUDA stub, cuInit) above what the command itself says. TensorFlow reads
+    TF_CPP_MIN_LOG_LEVEL when it loads, so this must run before it is
+    imported; a value the user set is left as it is. Some lines are written
+    before TensorFlow's logger reads that variable, so the import itself runs
+    with the process's stderr captured, and every captured line that is not
+    one of ``TENSORFLOW_NOISE`` is written back (a real error still shows).
+    """
+    if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+def show_tensorflow_logs() -> None:
+    """Undo ``quiet_tensorflow_logs`` (for --verbose) if TensorFlow has not been imported yet."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowImport)]
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3" and "tensorflow" not in sys.modules:
+        del os.environ["TF_CPP_MIN_LOG_LEVEL"]
+
+
+def _show_logs(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        show_tensorflow_logs()
+
+
+#: ``--verbose`` for the TensorFlow commands; eager, so it acts before another option's check imports TensorFlow.
+verbose_option = click.option("--verbose", is_flag=True, is_eager=True, expose_value=False, callback=_show_logs,
+                              help="Show TensorFlow's own start-up log lines (oneDNN, CUDA, CPU features).")
+
+
+class _QuietTensorFlowImport:
+    """A meta-path finder that wraps the first ``import tensorflow`` in ``_native_stderr_filtered``."""
+
+    def find_spec(self, fullname: str, path: object, target: object = None):
+        if fullname != "tensorflow":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)  # once: TensorFlow's own submodules import as usual
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            loader = spec.loader
+            run = loader.exec_module
+
+            def exec_module(module: object) -> None:
+                try:
+                    with _native_stderr_filtered(TENSORFLOW_NOISE):
+                        run(module)
+                finally:
+                    del loader.exec_module  # back to the class's own method
+
+            loader.exec_module = exec_module
+        return spec
+
+
+@contextmanager
+def _native_stderr_filtered(noise: re.Pattern) -> Iterator[None]:
+    """Capture file descriptor 2 (C++ logs write there, past sys.stderr); write back what ``noise`` misses."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not noise.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 class Terminated(KeyboardInterrupt):

@@ -1,4 +1,10 @@
-"""`fer-train`: train the edge CNN (default), score saved models (`evaluate`), compare runs (`runs`)."""
+"""`fer-train`: train the edge CNN (default), score saved models (`evaluate`), compare runs (`runs`).
+
+A thin layer: options in, a TrainConfig or a list of paths out, then one call
+into the module that does the work. The training loop and run folder are in
+`fit.py`, the teachers' targets in `distill.py`, `--init`'s weight surgery in
+`surgery.py`, weight averaging in `soup.py`, the runs table in `runs.py`.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,29 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import click
 
-from fer_edge.cli_util import DefaultGroup, run_cli, unique_run_dir
+from fer_edge import __version__
+from fer_edge.cli_util import DefaultGroup, quiet_tensorflow_logs, run_cli, unique_run_dir, verbose_option
 from fer_edge.errors import FerEdgeError
 from fer_edge.train.augment import AugmentConfig
 from fer_edge.train.data import FaceData, default_data_dir, load_dataset
-from fer_edge.train.fit import TrainConfig, recorded_teachers
+from fer_edge.train.fit import TrainConfig
 
 LABELS = click.Choice(["fer2013", "ferplus", "ferplus-soft"])
+
+
+def options(*decorators: Callable) -> Callable:
+    """Several click options as one decorator, so commands that share them declare them once."""
+
+    def apply(command: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
 
 
 class CommaListParam(click.ParamType):
@@ -94,23 +112,145 @@ def _load(data: Optional[Path], labels: str, ferplus: Optional[Path], eight: boo
     return dataset
 
 
-def evaluate_model(model, dataset: FaceData, split: str, spec, run_dir: Optional[Path], tag: str) -> dict:
-    """Score `model` on one split; with `run_dir`, also draw the confusion matrix there."""
-    from fer_edge.train.report import classification_metrics, plot_confusion, predict_logits
-
-    part = dataset.split(split)
-    pred = predict_logits(model, part.images, spec).argmax(1)
-    metrics = classification_metrics(part.labels, pred, dataset.classes)
-    if run_dir is not None:
-        plot_confusion(np.asarray(metrics["confusion_matrix"]), dataset.classes, run_dir / f"confusion_{tag}.png",
-                       f"{tag}: top-1 {metrics['accuracy']:.1%}, macro-F1 {metrics['macro_f1']:.3f}")
-    return metrics
+#: Where the faces come from and which labels they carry (fit, evaluate).
+DATA_OPTIONS = options(
+    click.option("--data", type=click.Path(path_type=Path), help="fer2013.csv(.gz), its folder, or an image-folder "
+                 "dataset root (train/<class>/...). Default: $FER_EDGE_DATA or ../shared/data/fer2013."),
+    click.option("--labels", type=LABELS, default="fer2013", show_default=True,
+                 help="FER2013 labels, FER+ majority vote, or FER+ vote distributions."),
+    click.option("--ferplus", type=click.Path(path_type=Path), help="fer2013new.csv (default: next to the CSV)."),
+    click.option("--eight-classes", is_flag=True, help="FER+: keep contempt as an 8th class."),
+)
 
 
-import numpy as np  # noqa: E402  (numpy is light; kept below click setup for readability)
+#: Where a run is written, and what it continues or starts from.
+RUN_FOLDER_OPTIONS = options(
+    click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True),
+    click.option("--name", help="Run folder name (default: the label set)."),
+    click.option("--resume", "resume_dir", type=click.Path(path_type=Path), help="Continue the run in this folder."),
+    click.option("--init", "init_from", type=click.Path(path_type=Path),
+                 help="Start from this model's weights (a .keras file or a run folder) with a fresh schedule: "
+                      "to train a finished run longer, or to start a new label set from FER2013 features."),
+)
+
+
+#: How long and how fast a run trains.
+SCHEDULE_OPTIONS = options(
+    click.option("--epochs", type=click.IntRange(1), default=40, show_default=True),
+    click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True),
+    click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.05, show_default=True,
+                 help="Peak learning rate (SGD, Nesterov momentum, warm-up then cosine decay)."),
+    click.option("--patience", type=click.IntRange(1), default=15, show_default=True,
+                 help="Early stop after this many epochs without a better validation accuracy."),
+    click.option("--warmup", type=click.FloatRange(0), default=TrainConfig.warmup_epochs, show_default=True,
+                 help="Linear warm-up, in epochs."),
+    click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.ema, show_default=True,
+                 help="Validate and checkpoint an exponential moving average of the weights with this momentum "
+                      "per step (e.g. 0.999); 0 turns it off."),
+)
+
+
+#: What keeps a run from learning the training faces by heart.
+REGULARISATION_OPTIONS = options(
+    click.option("--weight-decay", type=click.FloatRange(0), default=TrainConfig.weight_decay, show_default=True,
+                 help="Decoupled weight decay per SGD step, times the learning rate: the pull of every weight "
+                      "towards zero. 0: off."),
+    click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.dropout,
+                 show_default=True, help="Dropout before the classifier."),
+    click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.label_smoothing,
+                 show_default=True),
+    click.option("--erase-prob", type=click.FloatRange(0, 1), default=AugmentConfig.erase_prob, show_default=True,
+                 help="Probability of random erasing per face."),
+    click.option("--augment-strength", type=click.FloatRange(0), default=1.0, show_default=True,
+                 help="Scale the rotation, shift, zoom, brightness and contrast ranges: 0.5 halves each, "
+                      "1.3 makes them harder, 0 leaves only flips and erasing."),
+    click.option("--class-weight", is_flag=True, help="Weight samples by inverse class frequency."),
+    click.option("--no-augment", is_flag=True, help="Train on the faces as they are."),
+)
+
+
+#: Distillation: targets from trained models (fer_edge.train.distill).
+TEACHER_OPTIONS = options(
+    click.option("--teacher", type=click.Path(path_type=Path), multiple=True,
+                 help="Distil from this model (a .keras file or a run folder with the same classes): each "
+                      "training target mixes the label with the teacher's mirror-averaged distribution. "
+                      "Repeat to distil from the average of several teachers."),
+    click.option("--teacher-weight", type=click.FloatRange(0, 1), default=TrainConfig.teacher_weight,
+                 show_default=True, help="Share of the teacher's distribution in each target."),
+    click.option("--teacher-temperature", type=click.FloatRange(0, min_open=True),
+                 default=TrainConfig.teacher_temperature, show_default=True,
+                 help="Divides the teacher's logits; above 1 spreads its distribution."),
+    click.option("--teacher-views", type=click.IntRange(0), default=TrainConfig.teacher_views, show_default=True,
+                 help="With --teacher: augment each training face this many times up front and let the teachers "
+                      "label each copy, so the targets describe the augmented image the student sees; epochs "
+                      "cycle through the copies. 0: the teachers label the clean face once."),
+    click.option("--teacher-tta", is_flag=True,
+                 help="With --teacher: the teachers also average their logits over small shifts and zooms of each "
+                      "face (14 copies with the mirrors), a steadier target; seven times as many teacher passes, once."),
+    click.option("--teacher-tta-offset", is_flag=True,
+                 help="With --teacher-views: score the clean faces once as --teacher-tta does and once with the "
+                      "face and its mirror, and add the difference to every view's logits: the TTA ensemble's "
+                      "correction for one TTA pass instead of one per view."),
+    click.option("--teacher-mixup", type=click.FloatRange(0), default=TrainConfig.teacher_mixup, show_default=True,
+                 metavar="ALPHA",
+                 help="With --teacher-views: blend each face of a view with another face (mixup, weight from "
+                      "Beta(ALPHA, ALPHA), the face keeping the larger share) before the teachers label it, so they "
+                      "grade images they never trained on. 0: off."),
+    click.option("--teacher-votes", type=click.FloatRange(0), default=TrainConfig.teacher_votes, show_default=True,
+                 metavar="WEIGHT",
+                 help="With --teacher: add what the other labelling of each training face says about its label to "
+                      "the teachers' logits, times WEIGHT: FER+'s votes (fer2013new.csv, beside the CSV or --ferplus) "
+                      "for FER2013 labels, FER2013's label for FER+ labels. 0: off."),
+)
+
+
+#: The network's shape (fer_edge.train.model); --init fits a source of another shape (fer_edge.train.surgery).
+NETWORK_OPTIONS = options(
+    click.option("--widths", type=WIDTHS, help="Channels per stage, comma-separated, five of them (default "
+                 "32,64,96,160,256); with --init from a wider run, each layer keeps the source's channels with "
+                 "the largest batch-norm scale."),
+    click.option("--blocks", type=BLOCKS, help="Residual blocks per stage, comma-separated, five of them: pairs of "
+                 "3x3 convolutions added back to their input after the stage's own (default: none). Depth at 6x6 "
+                 "costs few MACs per weight: e.g. --widths 24,48,80,112,160 --blocks 0,0,0,2,0."),
+    click.option("--head", type=click.IntRange(0), default=TrainConfig.head, show_default=True, metavar="N",
+                 help="Add a 1x1 convolution of N channels on the last 3x3 map whose pooled features join the "
+                      "classifier's input: capacity for few MACs. With --init from a model without one, the "
+                      "model starts with the source's predictions. 0: none."),
+    click.option("--fc", type=click.IntRange(0), default=TrainConfig.fc, show_default=True, metavar="N",
+                 help="Flatten the last 3x3 map into a dense layer of N units instead of averaging it, so the "
+                      "classifier sees where on the face each feature fires: capacity at one MAC per weight. With "
+                      "--init from a pooled model, the model starts with the source's predictions (N at least the "
+                      "last stage's width). 0: pooling."),
+    click.option("--mirror", is_flag=True, help="Average the logits over the face and its mirror inside the model "
+                 "(two backbone passes, both counted in the MAC budget)."),
+    click.option("--no-mac-budget", is_flag=True,
+                 help="Lift the 50M-MAC budget, for a teacher: a network that only scores faces here for "
+                      "--teacher and never ships (fer-convert refuses to bundle a model over the budget)."),
+)
+
+
+#: Reproducibility, CPU threads, smoke runs, bad input.
+RUNTIME_OPTIONS = options(
+    click.option("--seed", type=int, default=1234, show_default=True),
+    click.option("--threads", type=click.IntRange(0), default=0, help="TensorFlow intra-op threads (0: all cores)."),
+    click.option("--limit", type=click.IntRange(0), default=0, help="Use only N training faces (smoke runs)."),
+    click.option("--skip-bad", is_flag=True, help="Skip bad rows/images and report how many, instead of stopping."),
+)
+
+
+
+#: The split scored into metrics.json (fit, finish, soup).
+REPORT_SPLIT_OPTION = click.option("--report-split", default="test", show_default=True,
+                                   help="Split scored into metrics.json (FER2013: test = PrivateTest).")
+
+
+def _command() -> str:
+    """The command line as typed, for config.json and metrics.json."""
+    return " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fer-train")
 def cli() -> None:
     """Train the fer-edge emotion CNN on FER2013, FER+ or an image-folder dataset.
 
@@ -118,254 +258,82 @@ def cli() -> None:
     """
 
 
-def _discard_unstarted(run_dir: Path) -> None:
-    """Remove a new run's folder when it failed before its first epoch ended.
-
-    Such a folder holds only the config and contract files, which are
-    rewritten by the next try; left behind, it would push that retry to
-    ``<name>2``. A run that finished an epoch (last.keras) is kept for --resume.
-    """
-    import shutil
-
-    if not (run_dir / "last.keras").exists() and not (run_dir / "best.keras").exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
+def _train_config(opts: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig that fit's options describe."""
+    return TrainConfig(
+        epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], weight_decay=opts["weight_decay"],
+        patience=opts["patience"], dropout=opts["dropout"], label_smoothing=opts["label_smoothing"],
+        warmup_epochs=opts["warmup"], class_weight=opts["class_weight"], seed=opts["seed"],
+        threads=opts["threads"], limit=opts["limit"],
+        init=str(opts["init_from"]) if opts["init_from"] else None, ema=opts["ema"],
+        teachers=tuple(str(t) for t in opts["teacher"]), teacher_weight=opts["teacher_weight"],
+        teacher_temperature=opts["teacher_temperature"], teacher_views=opts["teacher_views"],
+        teacher_tta=opts["teacher_tta"], teacher_tta_offset=opts["teacher_tta_offset"],
+        teacher_mixup=opts["teacher_mixup"], teacher_votes=opts["teacher_votes"],
+        widths=opts["widths"] or (), blocks=opts["blocks"] or (), head=opts["head"], fc=opts["fc"],
+        mirror=opts["mirror"], mac_budget=not opts["no_mac_budget"],
+        augment=AugmentConfig(enabled=not opts["no_augment"],
+                              erase_prob=opts["erase_prob"]).scaled(opts["augment_strength"]))
 
 
 @cli.command()
-@click.option("--data", type=click.Path(path_type=Path), help="fer2013.csv(.gz), its folder, or an image-folder "
-              "dataset root (train/<class>/...). Default: $FER_EDGE_DATA or ../shared/data/fer2013.")
-@click.option("--labels", type=LABELS, default="fer2013", show_default=True,
-              help="FER2013 labels, FER+ majority vote, or FER+ vote distributions.")
-@click.option("--ferplus", type=click.Path(path_type=Path), help="fer2013new.csv (default: next to the CSV).")
-@click.option("--eight-classes", is_flag=True, help="FER+: keep contempt as an 8th class.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
-@click.option("--name", help="Run folder name (default: the label set).")
-@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), help="Continue the run in this folder.")
-@click.option("--init", "init_from", type=click.Path(path_type=Path),
-              help="Start from this model's weights (a .keras file or a run folder) with a fresh schedule: "
-                   "to train a finished run longer, or to start a new label set from FER2013 features.")
-@click.option("--epochs", type=click.IntRange(1), default=40, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.05, show_default=True,
-              help="Peak learning rate (SGD, Nesterov momentum, warm-up then cosine decay).")
-@click.option("--patience", type=click.IntRange(1), default=15, show_default=True,
-              help="Early stop after this many epochs without a better validation accuracy.")
-@click.option("--weight-decay", type=click.FloatRange(0), default=TrainConfig.weight_decay, show_default=True,
-              help="Decoupled weight decay per SGD step, times the learning rate: the pull of every weight "
-                   "towards zero. 0: off.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.dropout,
-              show_default=True, help="Dropout before the classifier.")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.label_smoothing,
-              show_default=True)
-@click.option("--erase-prob", type=click.FloatRange(0, 1), default=AugmentConfig.erase_prob, show_default=True,
-              help="Probability of random erasing per face.")
-@click.option("--augment-strength", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Scale the rotation, shift, zoom, brightness and contrast ranges: 0.5 halves each, "
-                   "1.3 makes them harder, 0 leaves only flips and erasing.")
-@click.option("--warmup", type=click.FloatRange(0), default=TrainConfig.warmup_epochs, show_default=True,
-              help="Linear warm-up, in epochs.")
-@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.ema, show_default=True,
-              help="Validate and checkpoint an exponential moving average of the weights with this momentum "
-                   "per step (e.g. 0.999); 0 turns it off.")
-@click.option("--teacher", type=click.Path(path_type=Path), multiple=True,
-              help="Distil from this model (a .keras file or a run folder with the same classes): each "
-                   "training target mixes the label with the teacher's mirror-averaged distribution. "
-                   "Repeat to distil from the average of several teachers.")
-@click.option("--teacher-weight", type=click.FloatRange(0, 1), default=TrainConfig.teacher_weight,
-              show_default=True, help="Share of the teacher's distribution in each target.")
-@click.option("--teacher-temperature", type=click.FloatRange(0, min_open=True),
-              default=TrainConfig.teacher_temperature, show_default=True,
-              help="Divides the teacher's logits; above 1 spreads its distribution.")
-@click.option("--teacher-views", type=click.IntRange(0), default=TrainConfig.teacher_views, show_default=True,
-              help="With --teacher: augment each training face this many times up front and let the teachers "
-                   "label each copy, so the targets describe the augmented image the student sees; epochs "
-                   "cycle through the copies. 0: the teachers label the clean face once.")
-@click.option("--teacher-tta", is_flag=True,
-              help="With --teacher: the teachers also average their logits over small shifts and zooms of each "
-                   "face (14 copies with the mirrors), a steadier target; seven times as many teacher passes, once.")
-@click.option("--teacher-tta-offset", is_flag=True,
-              help="With --teacher-views: score the clean faces once as --teacher-tta does and once with the "
-                   "face and its mirror, and add the difference to every view's logits: the TTA ensemble's "
-                   "correction for one TTA pass instead of one per view.")
-@click.option("--teacher-mixup", type=click.FloatRange(0), default=TrainConfig.teacher_mixup, show_default=True,
-              metavar="ALPHA",
-              help="With --teacher-views: blend each face of a view with another face (mixup, weight from "
-                   "Beta(ALPHA, ALPHA), the face keeping the larger share) before the teachers label it, so they "
-                   "grade images they never trained on. 0: off.")
-@click.option("--teacher-votes", type=click.FloatRange(0), default=TrainConfig.teacher_votes, show_default=True,
-              metavar="WEIGHT",
-              help="With --teacher: add what the other labelling of each training face says about its label to "
-                   "the teachers' logits, times WEIGHT: FER+'s votes (fer2013new.csv, beside the CSV or --ferplus) "
-                   "for FER2013 labels, FER2013's label for FER+ labels. 0: off.")
-@click.option("--widths", type=WIDTHS, help="Channels per stage, comma-separated, five of them (default "
-              "32,64,96,160,256); with --init from a wider run, each layer keeps the source's channels with "
-              "the largest batch-norm scale.")
-@click.option("--blocks", type=BLOCKS, help="Residual blocks per stage, comma-separated, five of them: pairs of "
-              "3x3 convolutions added back to their input after the stage's own (default: none). Depth at 6x6 "
-              "costs few MACs per weight: e.g. --widths 24,48,80,112,160 --blocks 0,0,0,2,0.")
-@click.option("--head", type=click.IntRange(0), default=TrainConfig.head, show_default=True, metavar="N",
-              help="Add a 1x1 convolution of N channels on the last 3x3 map whose pooled features join the "
-                   "classifier's input: capacity for few MACs. With --init from a model without one, the "
-                   "model starts with the source's predictions. 0: none.")
-@click.option("--fc", type=click.IntRange(0), default=TrainConfig.fc, show_default=True, metavar="N",
-              help="Flatten the last 3x3 map into a dense layer of N units instead of averaging it, so the "
-                   "classifier sees where on the face each feature fires: capacity at one MAC per weight. With "
-                   "--init from a pooled model, the model starts with the source's predictions (N at least the "
-                   "last stage's width). 0: pooling.")
-@click.option("--mirror", is_flag=True, help="Average the logits over the face and its mirror inside the model "
-              "(two backbone passes, both counted in the MAC budget).")
-@click.option("--no-mac-budget", is_flag=True,
-              help="Lift the 50M-MAC budget, for a teacher: a network that only scores faces here for "
-                   "--teacher and never ships (fer-convert refuses to bundle a model over the budget).")
-@click.option("--class-weight", is_flag=True, help="Weight samples by inverse class frequency.")
-@click.option("--no-augment", is_flag=True, help="Train on the faces as they are.")
-@click.option("--seed", type=int, default=1234, show_default=True)
-@click.option("--threads", type=click.IntRange(0), default=0, help="TensorFlow intra-op threads (0: all cores).")
-@click.option("--limit", type=click.IntRange(0), default=0, help="Use only N training faces (smoke runs).")
-@click.option("--skip-bad", is_flag=True, help="Skip bad rows/images and report how many, instead of stopping.")
-@click.option("--report-split", default="test", show_default=True,
-              help="Split scored into metrics.json (FER2013: test = PrivateTest).")
-def fit(data, labels, ferplus, eight_classes, out, name, resume_dir, init_from, epochs, batch_size, lr, patience,
-        weight_decay, dropout, label_smoothing, erase_prob, augment_strength, warmup, ema, teacher, teacher_weight,
-        teacher_temperature, teacher_views, teacher_tta, teacher_tta_offset, teacher_mixup, teacher_votes, widths,
-        blocks, head, fc, mirror, no_mac_budget, class_weight, no_augment, seed, threads, limit, skip_bad,
-        report_split) -> None:
+@DATA_OPTIONS
+@RUN_FOLDER_OPTIONS
+@SCHEDULE_OPTIONS
+@REGULARISATION_OPTIONS
+@TEACHER_OPTIONS
+@NETWORK_OPTIONS
+@RUNTIME_OPTIONS
+@REPORT_SPLIT_OPTION
+@verbose_option
+def fit(**opts: Any) -> None:
     """Train, select the best epoch on the validation split, and write a run folder."""
-    from fer_edge.train.fit import configure_tensorflow
+    from fer_edge.train import fit as loop
 
-    command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
-    if teacher_views and not teacher:
-        raise FerEdgeError("--teacher-views needs at least one --teacher to label the views")
-    if teacher_mixup and not teacher_views:
-        raise FerEdgeError("--teacher-mixup blends the teacher views: it needs --teacher-views")
-    if teacher_tta and not teacher:
-        raise FerEdgeError("--teacher-tta needs at least one --teacher to average")
-    if teacher_tta_offset and (not teacher_views or teacher_tta):
-        raise FerEdgeError("--teacher-tta-offset corrects the face-and-mirror teacher views: it needs "
-                           "--teacher-views and no --teacher-tta")
-    if teacher_votes and not teacher:
-        raise FerEdgeError("--teacher-votes adds the other labelling's evidence to the teachers' logits: it needs "
-                           "at least one --teacher")
-    if head and fc:
-        raise FerEdgeError("--head and --fc both replace the classifier's input: choose one")
-    if resume_dir and init_from:
+    command = _command()
+    cfg = _train_config(opts)
+    cfg.check()
+    resume_dir = opts["resume_dir"]
+    if resume_dir and opts["init_from"]:
         raise FerEdgeError("--resume and --init do not mix: --resume continues a run with its own weights; "
                            "use --init for a new run")
     if resume_dir:
         run_dir = Path(resume_dir)
-        saved, cfg, (data, labels, ferplus, eight_classes) = _saved_run(run_dir)
+        saved, cfg, (data, labels, ferplus, eight_classes) = loop.saved_run(run_dir)
     else:
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
-                          dropout=dropout, label_smoothing=label_smoothing, warmup_epochs=warmup,
-                          class_weight=class_weight, seed=seed, threads=threads, limit=limit,
-                          init=str(init_from) if init_from else None, ema=ema,
-                          teachers=tuple(str(t) for t in teacher), teacher_weight=teacher_weight,
-                          teacher_temperature=teacher_temperature, teacher_views=teacher_views,
-                          teacher_tta=teacher_tta, teacher_tta_offset=teacher_tta_offset,
-                          teacher_mixup=teacher_mixup, teacher_votes=teacher_votes,
-                          widths=widths or (), blocks=blocks or (), head=head, fc=fc, mirror=mirror,
-                          mac_budget=not no_mac_budget,
-                          augment=AugmentConfig(enabled=not no_augment,
-                                                erase_prob=erase_prob).scaled(augment_strength))
-    dataset = _load(data, labels, ferplus, eight_classes, skip_bad, seed, votes=cfg.teacher_votes > 0)
-    configure_tensorflow(cfg.threads, cfg.seed)
-    from fer_edge.train.fit import train
-    from fer_edge.train.report import write_json
-
+        data, labels, ferplus, eight_classes = opts["data"], opts["labels"], opts["ferplus"], opts["eight_classes"]
+    dataset = _load(data, labels, ferplus, eight_classes, opts["skip_bad"], cfg.seed, votes=cfg.teacher_votes > 0)
+    loop.configure_tensorflow(cfg.threads, cfg.seed)
     if not resume_dir:
-        run_dir = unique_run_dir(out, name or labels)
-        write_json(run_dir / "config.json", {
-            "command": command,
-            "args": {"data": str(data) if data else None, "labels": labels,
-                     "ferplus": str(ferplus) if ferplus else None, "eight_classes": eight_classes},
-            "train": cfg.to_dict(),
-        })
+        run_dir = unique_run_dir(opts["out"], opts["name"] or labels)
+        loop.start_run_folder(run_dir, command, {"data": str(data) if data else None, "labels": labels,
+                                                 "ferplus": str(ferplus) if ferplus else None,
+                                                 "eight_classes": eight_classes}, cfg)
     click.echo(f"run folder: {run_dir}")
-    (run_dir / "classes.json").write_text(json.dumps(list(dataset.classes)) + "\n")
-    (run_dir / "preprocess.json").write_text(json.dumps(cfg.spec.to_dict(), indent=2) + "\n")
+    loop.write_contract(run_dir, dataset.classes, cfg.spec)
 
-    resumed_at = 0
-    if resume_dir and (run_dir / "state.json").exists():
-        resumed_at = int(json.loads((run_dir / "state.json").read_text())["epoch"])
+    resumed_at = loop.committed_epochs(run_dir) if resume_dir else 0
     t0 = time.time()
     try:
-        model, macs = train(dataset, run_dir, cfg, resume=bool(resume_dir))
+        model, macs = loop.train(dataset, run_dir, cfg, resume=bool(resume_dir))
     except (FerEdgeError, KeyboardInterrupt):
         if not resume_dir:
-            _discard_unstarted(run_dir)
+            loop.discard_unstarted(run_dir)
         if (run_dir / "last.keras").exists():
             click.echo(f"continue with: fer-train fit --resume {run_dir}", err=True)
         raise
     wall = time.time() - t0
-    epochs_now = _epochs_logged(run_dir) - resumed_at  # wall time covers this invocation's epochs only
+    epochs_now = loop.epochs_logged(run_dir) - resumed_at  # wall time covers this invocation's epochs only
     timing = {"wall_seconds": round(wall, 1), "seconds_per_epoch": round(wall / max(1, epochs_now), 1)}
     extra = {"resumed": {"command": command, "at_epoch": resumed_at}} if resume_dir else {}
-    _write_outputs(run_dir, dataset, cfg, model, macs, report_split,
-                   {**timing, "command": command if not resume_dir else saved["command"], **extra}, labels)
-
-
-def _saved_run(run_dir: Path):
-    """A run folder's config.json: the raw dict, its TrainConfig, and its data arguments."""
-    saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
-    if saved is None:
-        raise FerEdgeError(f"{run_dir}: no config.json, not a fer-train run folder")
-    args = saved["args"]
-    data_args = (Path(args["data"]) if args["data"] else None, args["labels"],
-                 Path(args["ferplus"]) if args["ferplus"] else None, args["eight_classes"])
-    cfg_dict = dict(saved["train"])
-    cfg_dict["teachers"] = recorded_teachers(cfg_dict)
-    cfg_dict.pop("teacher", None)
-    cfg_dict["widths"] = tuple(cfg_dict.get("widths") or ())
-    cfg_dict["blocks"] = tuple(cfg_dict.get("blocks") or ())  # runs written before --blocks have none
-    cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k not in ("augment", "spec")},
-                      augment=AugmentConfig(**{**cfg_dict["augment"],
-                                               "erase_area": tuple(cfg_dict["augment"]["erase_area"])}))
-    return saved, cfg, data_args
-
-
-def _epochs_logged(run_dir: Path) -> int:
-    return len((run_dir / "history.csv").read_text().strip().splitlines()) - 1
-
-
-def _write_outputs(run_dir: Path, dataset: FaceData, cfg: TrainConfig, model, macs: int, report_split: str,
-                   run_info: dict, labels: str) -> None:
-    """Write a run's final files from its selected model: model.keras, SavedModel, plots, metrics.json.
-
-    Shared by ``fit`` and ``finish`` so a run stopped early ends with exactly the files of one that ran out.
-    ``run_info`` carries the timing and the command(s) that made the run.
-    """
-    from fer_edge.train.fit import atomic_save, export_saved_model
-    from fer_edge.train.model import with_softmax
-    from fer_edge.train.report import plot_curves, versions, write_json
-
-    final = with_softmax(model)
-    atomic_save(final, run_dir / "model.keras")
-    export_saved_model(final, run_dir)
-    plot_curves(run_dir / "history.csv", run_dir / "curves.png")
-
-    val = evaluate_model(model, dataset, "val", cfg.spec, run_dir, "val")
-    report = evaluate_model(model, dataset, report_split, cfg.spec, run_dir, report_split)
-    write_json(run_dir / "metrics.json", {
-        "split": report_split,
-        **report,
-        "val_accuracy": val["accuracy"],
-        "val_macro_f1": val["macro_f1"],
-        "params": int(model.count_params()),
-        "macs": macs,
-        "epochs_run": _epochs_logged(run_dir),
-        **run_info,
-        "versions": versions(),
-        "data": {"source": dataset.source, "sha256": dataset.checksum, "labels": labels,
-                 "skipped": dataset.skipped},
-    })
-    click.echo(f"{report_split} top-1 {report['accuracy']:.2%} (macro-F1 {report['macro_f1']:.3f}); "
-               f"val top-1 {val['accuracy']:.2%}. Outputs in {run_dir}")
+    loop.write_outputs(run_dir, dataset, cfg, model, macs, opts["report_split"],
+                       {**timing, "command": command if not resume_dir else saved["command"], **extra}, labels)
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--report-split", default="test", show_default=True,
-              help="Split scored into metrics.json (FER2013: test = PrivateTest).")
+@REPORT_SPLIT_OPTION
+@verbose_option
 def finish(run_dir: Path, report_split: str) -> None:
     """End a stopped run (Ctrl-C, a kill) at its best epoch so far, without training more.
 
@@ -376,37 +344,33 @@ def finish(run_dir: Path, report_split: str) -> None:
     The wall time is the span from config.json to last.keras (teacher
     scoring included), read from the file times.
     """
-    from fer_edge.train.fit import configure_tensorflow
+    from fer_edge.train import fit as loop
 
     if not run_dir.is_dir():
         raise FerEdgeError(f"{run_dir}: run folder not found")
-    saved, cfg, (data, labels, ferplus, eight_classes) = _saved_run(run_dir)
+    saved, cfg, (data, labels, ferplus, eight_classes) = loop.saved_run(run_dir)
     best, last, state_path = run_dir / "best.keras", run_dir / "last.keras", run_dir / "state.json"
     if not (best.exists() and last.exists() and state_path.exists()):
         raise FerEdgeError(f"{run_dir}: no finished epoch to end at (best.keras, last.keras and state.json "
                            f"are needed)")
     dataset = _load(data, labels, ferplus, eight_classes, False, cfg.seed)
-    configure_tensorflow(cfg.threads, cfg.seed)
-    from fer_edge.train.fit import load_keras_model, trim_history
+    loop.configure_tensorflow(cfg.threads, cfg.seed)
     from fer_edge.train.model import count_macs
 
     state = json.loads(state_path.read_text())
-    trim_history(run_dir / "history.csv", int(state["epoch"]))
-    model = load_keras_model(best)
-    command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
+    loop.trim_history(run_dir / "history.csv", int(state["epoch"]))
+    model = loop.load_keras_model(best)
+    command = _command()
     wall = last.stat().st_mtime - (run_dir / "config.json").stat().st_mtime
-    _write_outputs(run_dir, dataset, cfg, model, count_macs(model), report_split,
-                   {"wall_seconds": round(wall, 1), "command": saved["command"],
-                    "finished": {"command": command, "at_epoch": int(state["epoch"]),
-                                 "of_epochs": cfg.epochs, "wall_from": "file times"}}, labels)
+    loop.write_outputs(run_dir, dataset, cfg, model, count_macs(model), report_split,
+                       {"wall_seconds": round(wall, 1), "command": saved["command"],
+                        "finished": {"command": command, "at_epoch": int(state["epoch"]),
+                                     "of_epochs": cfg.epochs, "wall_from": "file times"}}, labels)
 
 
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--data", type=click.Path(path_type=Path), help="As for fit.")
-@click.option("--labels", type=LABELS, default="fer2013", show_default=True)
-@click.option("--ferplus", type=click.Path(path_type=Path))
-@click.option("--eight-classes", is_flag=True)
+@DATA_OPTIONS
 @click.option("--split", default="test", show_default=True, help="train/val/test or a FER2013 Usage name.")
 @click.option("--mirror", is_flag=True, help="Average each model's logits over the face and its mirror image "
                                               "(test-time flip; how --teacher scores its teachers).")
@@ -417,6 +381,7 @@ def finish(run_dir: Path, report_split: str) -> None:
                    "FER2013's label for FER+), times WEIGHT, fitted on the training split (how --teacher-votes "
                    "teaches). 0: off.")
 @click.option("--json-out", type=click.Path(path_type=Path), help="Write the metrics here as JSON.")
+@verbose_option
 def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, tta, votes, json_out) -> None:
     """Score saved models (.keras files or run folders) on one split of a dataset.
 
@@ -430,7 +395,7 @@ def evaluate(models, data, labels, ferplus, eight_classes, split, mirror, tta, v
             raise FerEdgeError(f"{path}: model not found")
     dataset = _load(data, labels, ferplus, eight_classes, False, votes=votes > 0)
     configure_tensorflow(0, 0)
-    from fer_edge.train.fit import mean_logits, vote_offset
+    from fer_edge.train.distill import mean_logits, vote_offset
     from fer_edge.train.report import classification_metrics, write_json
 
     part = dataset.split(split)
@@ -470,8 +435,8 @@ class SharesParam(CommaListParam):
 @click.option("--data", type=click.Path(path_type=Path), help="As for fit (default: the first run's data).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
 @click.option("--name", default="soup", show_default=True, help="Run folder name.")
-@click.option("--report-split", default="test", show_default=True,
-              help="Split scored into metrics.json (FER2013: test = PrivateTest).")
+@REPORT_SPLIT_OPTION
+@verbose_option
 def soup(models, shares, data, out, name, report_split) -> None:
     """Average the weights of runs fine-tuned from one start into a new run folder.
 
@@ -482,7 +447,7 @@ def soup(models, shares, data, out, name, report_split) -> None:
     --report-split; its folder takes `fer-convert` like a trained run.
     """
     from fer_edge.convert.cli import resolve_model, run_facts
-    from fer_edge.train.fit import configure_tensorflow
+    from fer_edge.train.fit import configure_tensorflow, evaluate_model, write_contract
 
     paths = list(models)
     first = resolve_model(paths[0])
@@ -493,12 +458,12 @@ def soup(models, shares, data, out, name, report_split) -> None:
     dataset = _load(data or (Path(args["data"]) if args.get("data") else None), labels,
                     Path(args["ferplus"]) if args.get("ferplus") else None, args.get("eight_classes", False), False)
     configure_tensorflow(0, 0)
-    from fer_edge.train.fit import atomic_save, export_saved_model
+    from fer_edge.train.model_files import atomic_save, export_saved_model
     from fer_edge.train.model import with_softmax
     from fer_edge.train.report import versions, write_json
     from fer_edge.train.soup import average_models
 
-    command = " ".join(shlex.quote(a) for a in ["fer-train", *sys.argv[1:]])
+    command = _command()
     model = average_models(paths, shares)
     if model.output.shape[-1] != len(dataset.classes):
         raise FerEdgeError(f"the models have {model.output.shape[-1]} outputs but the data has "
@@ -510,8 +475,7 @@ def soup(models, shares, data, out, name, report_split) -> None:
         "soup": {"models": [str(p) for p in paths], "weights": list(shares or [1.0] * len(paths))},
         "train": saved.get("train", {}),
     })
-    (run_dir / "classes.json").write_text(json.dumps(list(dataset.classes)) + "\n")
-    (run_dir / "preprocess.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    write_contract(run_dir, dataset.classes, spec)
     final = with_softmax(model)
     atomic_save(final, run_dir / "model.keras")
     export_saved_model(final, run_dir)
@@ -567,4 +531,5 @@ def runs(run_dirs, sort_by, out) -> None:
 
 
 def main() -> None:
+    quiet_tensorflow_logs()
     run_cli(cli)

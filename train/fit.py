@@ -1,32 +1,38 @@
-"""Training: input pipeline, schedule, checkpoints and the run directory.
+"""Training: the loop, its schedule and checkpoints, and the run folder it fills.
 
-A run directory (``runs/train/<name>``) gets ``config.json`` first, then per
+A run folder (``runs/train/<name>``) gets ``config.json`` first, then per
 epoch ``last.keras`` (for `--resume`) and ``best.keras`` (highest accuracy on
-the validation split, FER2013's PublicTest). Every model file is written to a
+the validation split, FER2013's PublicTest), and at the end the files a
+finished run keeps (``write_outputs``). Every model file is written to a
 temporary name and renamed, so a crash or Ctrl-C never leaves a half-written
 model under a final name.
+
+What the loop trains on comes from elsewhere: the teachers' targets from
+``distill.py``, the starting weights of ``--init`` from ``surgery.py``, the
+network from ``model.py`` and the augmentation from ``augment.py``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import re
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 from fer_edge.errors import FerEdgeError
-from fer_edge.files import replacing, write_atomic
-from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec, normalize, spec_beside
-from fer_edge.train.augment import TTA_TRANSFORMS, AugmentConfig, augment_batch, mixup_batch, warp_batch
+from fer_edge.files import write_atomic
+from fer_edge.preprocess import DEFAULT_SPEC, PreprocessSpec, normalize
+from fer_edge.train.augment import AugmentConfig, augment_batch
 from fer_edge.train.data import FaceData
+from fer_edge.train.distill import (TeacherViews, distillation_targets, label_distributions, load_scorer,
+                                    one_hot_labels, teacher_views, vote_offset)
+from fer_edge.train.model_files import atomic_save, export_saved_model, load_keras_model
+from fer_edge.train.surgery import init_weights
 
 
 @dataclass
@@ -69,6 +75,23 @@ class TrainConfig:
         data["spec"] = self.spec.to_dict()
         return data
 
+    def check(self) -> None:
+        """Refuse option combinations that would silently do nothing, before any data loads."""
+        if self.teacher_views and not self.teachers:
+            raise FerEdgeError("--teacher-views needs at least one --teacher to label the views")
+        if self.teacher_mixup and not self.teacher_views:
+            raise FerEdgeError("--teacher-mixup blends the teacher views: it needs --teacher-views")
+        if self.teacher_tta and not self.teachers:
+            raise FerEdgeError("--teacher-tta needs at least one --teacher to average")
+        if self.teacher_tta_offset and (not self.teacher_views or self.teacher_tta):
+            raise FerEdgeError("--teacher-tta-offset corrects the face-and-mirror teacher views: it needs "
+                               "--teacher-views and no --teacher-tta")
+        if self.teacher_votes and not self.teachers:
+            raise FerEdgeError("--teacher-votes adds the other labelling's evidence to the teachers' logits: it "
+                               "needs at least one --teacher")
+        if self.head and self.fc:
+            raise FerEdgeError("--head and --fc both replace the classifier's input: choose one")
+
 
 def recorded_teachers(train: dict[str, Any]) -> tuple[str, ...]:
     """The teachers a config.json's "train" section names; runs written before --teacher could repeat
@@ -89,36 +112,6 @@ def configure_tensorflow(threads: int, seed: int) -> None:
         except RuntimeError:  # TensorFlow already ran ops in this process (e.g. a second run in tests)
             print("note: TensorFlow is already initialised; keeping its thread settings", flush=True)
     keras.utils.set_random_seed(seed)
-
-
-def load_keras_model(path: Path, compile: bool = True):
-    """Load a `.keras` file, turning Keras' many failure types into one FerEdgeError line."""
-    import keras
-
-    import fer_edge.train.model  # noqa: F401  registers the Mirror layer that mirrored models use
-
-    try:
-        return keras.models.load_model(path, compile=compile)
-    except Exception as exc:  # Keras raises many exception types for a bad file
-        raise FerEdgeError(f"{path}: not a loadable Keras model ({exc.__class__.__name__})") from None
-
-
-def atomic_save(model, path: Path) -> None:
-    """Save a Keras model via a temporary file and an atomic rename."""
-    with replacing(path) as tmp:
-        model.save(tmp)
-
-
-def one_hot_labels(data: FaceData) -> np.ndarray:
-    """Each face's (majority) label as a one-hot distribution, the form the loss and accuracy metric take."""
-    return np.eye(len(data.classes), dtype=np.float32)[data.labels]
-
-
-def label_distributions(data: FaceData) -> np.ndarray:
-    """Each face's target as a distribution: the soft labels if the data has them, else one-hot."""
-    if data.soft is not None:
-        return data.soft
-    return one_hot_labels(data)
 
 
 #: What the input pipeline still does to a teacher view: a flip, which a mirror-averaged teacher cannot tell apart.
@@ -247,371 +240,6 @@ def trim_history(history_csv: Path, epochs: int) -> None:
         write_atomic(history_csv, "".join(lines[:1 + epochs]))
 
 
-def _model_path(source: Path) -> Path:
-    """The model file of a source: a .keras file, or a run folder's best.keras, else its model.keras.
-
-    A run in progress has only best.keras; a folder committed under
-    train/results keeps only model.keras (the same weights with the softmax
-    the bundle ships, which ``logits_of`` strips).
-    """
-    source = Path(source)
-    if source.is_dir():
-        found = [source / n for n in ("best.keras", "model.keras") if (source / n).exists()]
-        if found:
-            return found[0]
-    elif source.exists():
-        return source
-    raise FerEdgeError(f"{source}: no model found (expected a .keras file, or a run folder with best.keras "
-                       f"or model.keras)")
-
-
-def _has_classes(model_path: Path, classes: tuple[str, ...]) -> bool:
-    """Whether the run beside ``model_path`` was trained on ``classes``, in this order (its classes.json)."""
-    classes_file = model_path.parent / "classes.json"
-    return classes_file.exists() and tuple(json.loads(classes_file.read_text())) == tuple(classes)
-
-
-def _load_scorer(source: Path, classes: tuple[str, ...], role: str):
-    """(path, logits model, its preprocess spec) for one source of ``mean_logits``, checked against ``classes``."""
-    from fer_edge.train.model import logits_of
-
-    path = _model_path(source)
-    model = logits_of(load_keras_model(path, compile=False))
-    if not _has_classes(path, classes):
-        raise FerEdgeError(f"{path}: the {role} must be a run trained on the same classes, in the same "
-                           f"order (no matching classes.json beside it)")
-    if model.output.shape[-1] != len(classes):
-        raise FerEdgeError(f"{path}: the {role} has {model.output.shape[-1]} outputs, not {len(classes)}")
-    return path, model, spec_beside(path)
-
-
-def mean_logits(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...], mirror: bool = True,
-                role: str = "model", tta: bool = False) -> np.ndarray:
-    """Logits averaged over several models and, with ``mirror``, over each face and its mirror image.
-
-    With ``tta``, also over the small shifts and zooms of ``TTA_TRANSFORMS``
-    (each mirrored too when ``mirror``): a model's reading of a face should
-    not hinge on where the crop put it by a pixel or two, and averaging the
-    copies cancels that jitter. It costs one pass per copy, which a teacher
-    pays once, offline, and the student never does.
-
-    One function serves distillation targets and ``fer-train evaluate``, so
-    the ensemble that teaches a student is scored exactly as it teaches.
-    Averaging over the mirror image cancels a model's left/right quirks
-    (a mirrored face keeps its emotion), and averaging models trained from
-    different starts cancels part of each one's own errors. Each source must
-    sit beside a classes.json that matches ``classes``, because a model with
-    the right number of outputs in another order would be silently wrong.
-    Each model is fed through the preprocess.json beside it (the contract it
-    was trained with).
-    """
-    from tqdm import tqdm
-
-    from fer_edge.train.report import predict_logits
-
-    if not sources:
-        raise FerEdgeError(f"no {role} given")
-    copies = [warp_batch(faces, *t) for t in (TTA_TRANSFORMS if tta else TTA_TRANSFORMS[:1])]
-    if mirror:
-        copies += [np.ascontiguousarray(c[:, :, ::-1]) for c in copies]
-    # Every model is loaded and checked first, so a bad one fails before an hour of scoring the others.
-    models = [_load_scorer(source, classes, role) for source in sources]
-    logits = np.zeros((len(faces), len(classes)), np.float32)
-    # One bar over every pass: teachers with --teacher-tta over many views run for an hour or more.
-    with tqdm(total=len(models) * len(copies) * len(faces), desc=f"{role}s scoring", unit="pass",
-              unit_scale=True, file=sys.stderr, leave=False, mininterval=1.0) as bar:
-        for path, model, model_spec in models:
-            bar.write(f"{role} {path}: scoring {len(faces)} faces x {len(copies)} copies...", file=sys.stdout)
-            logits += sum(predict_logits(model, c, model_spec, on_batch=bar.update)
-                          for c in copies) / np.float32(len(copies))
-    return logits / np.float32(len(sources))
-
-
-def teacher_targets(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...],
-                    temperature: float, tta: bool = False, offset: Optional[np.ndarray] = None) -> np.ndarray:
-    """The teachers' class distribution for each face, from their mirror-averaged mean logits.
-
-    With ``tta`` the logits are also averaged over ``TTA_TRANSFORMS``' shifts and zooms.
-    ``offset`` (N, C) is added to the mean logits before the softening (see ``tta_offset``).
-
-    Offline distillation: computed once before training, so it costs one
-    inference pass per teacher instead of a teacher forward pass per step.
-    Each teacher is fed through its own run's preprocess.json, as it was
-    trained and as ``fer-train evaluate`` scores it, not through the student's.
-    The temperature spreads probability onto the classes the teachers find
-    plausible, which is the signal hard labels lack on an ambiguous face.
-    """
-    z = mean_logits(sources, faces, classes, mirror=True, role="teacher", tta=tta)
-    if offset is not None:
-        z += offset
-    z /= np.float32(temperature)
-    z -= z.max(axis=1, keepdims=True)
-    probs = np.exp(z)
-    return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def distillation_targets(sources: Sequence[Path], faces: np.ndarray, data: FaceData, cfg: TrainConfig,
-                         labels: Optional[np.ndarray] = None, offset: Optional[np.ndarray] = None) -> np.ndarray:
-    """Each face's training target: ``cfg.teacher_weight`` of the teachers' distribution, the rest its label.
-
-    ``faces`` are ``data``'s faces as the teachers should see them: as they are, or an augmented copy.
-    ``labels`` replaces ``data``'s label distributions where a view changed what a face shows (mixup).
-    ``offset`` shifts the teachers' logits per face (``tta_offset``).
-    """
-    taught = teacher_targets(sources, faces, data.classes, cfg.teacher_temperature, cfg.teacher_tta, offset)
-    labels = label_distributions(data) if labels is None else labels
-    return (1 - cfg.teacher_weight) * labels + cfg.teacher_weight * taught
-
-
-#: Added to each vote share before its log, so a class nobody chose is unlikely rather than impossible.
-VOTE_SHARE_FLOOR = 0.05
-
-
-def vote_offset(data: FaceData, weight: float, fit_on: Optional[FaceData] = None) -> np.ndarray:
-    """Per-face logits of what the other labelling of each face says about its label, beyond the base rate.
-
-    Ten annotators' votes (FER+) and the FER2013 label often disagree (a
-    regression on the votes alone gets 67.9% of the Training labels right),
-    yet the votes still tell which labels a face is likely to carry: on PublicTest, adding this evidence to the two-teacher
-    shift/zoom ensemble raised its top-1 from 71.6% to 73.2% (weight 0.5,
-    ``fer-train evaluate --votes``). The other way round, FER2013's one
-    label as evidence on a FER+ label, helps less (85.2% to 85.6% for the
-    FER+ teachers). Neither labelling exists for a face the device sees,
-    so they teach a student and stop there.
-
-    The model of P(label | votes) is a multinomial logistic regression on
-    the log vote shares, fitted on ``fit_on``'s faces and labels (default:
-    ``data`` itself; for FER+ votes an 11x7 model on tens of thousands of
-    faces, nothing to overfit). Returned for ``data``: ``weight`` x
-    (log P(label | votes) - log P(label)), (N, C), to add to the teachers'
-    mean logits, which already hold the base rate once.
-    """
-    from scipy.optimize import minimize
-
-    fit_on = data if fit_on is None else fit_on
-    for part in (data, fit_on):
-        if part.votes is None:
-            raise FerEdgeError("--teacher-votes needs the other labelling of the faces: FER2013 and FER+ rows "
-                               "joined (fer2013.csv with fer2013new.csv)")
-    x = _vote_features(fit_on.votes)
-    k = len(fit_on.classes)
-    onehot = np.eye(k)[fit_on.labels]
-
-    def loss_and_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
-        logp = _log_softmax(x @ w.reshape(x.shape[1], k))
-        return -(onehot * logp).sum() / len(x), (x.T @ (np.exp(logp) - onehot) / len(x)).ravel()
-
-    w = minimize(loss_and_grad, np.zeros(x.shape[1] * k), jac=True, method="L-BFGS-B").x.reshape(x.shape[1], k)
-    fitted_top1 = ((x @ w).argmax(axis=1) == fit_on.labels).mean()
-    print(f"teacher votes: P(label | the other labelling) fitted on {len(fit_on)} faces, top-1 {fitted_top1:.1%} "
-          f"on them; weight {weight:g}", flush=True)
-    prior = np.bincount(fit_on.labels, minlength=k) / len(fit_on)
-    logp = _log_softmax(_vote_features(data.votes) @ w)
-    return (weight * (logp - np.log(np.maximum(prior, 1e-6)))).astype(np.float32)
-
-
-def _vote_features(votes: np.ndarray) -> np.ndarray:
-    """Log vote shares plus a constant, (N, K + 1): the regression's inputs (a one-hot vote is one share of 1)."""
-    shares = votes / np.maximum(votes.sum(axis=1, keepdims=True), 1.0)
-    return np.hstack([np.log(shares + VOTE_SHARE_FLOOR), np.ones((len(votes), 1))]).astype(np.float64)
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def tta_offset(sources: Sequence[Path], faces: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
-    """How far the teachers' TTA-averaged logits of each clean face lie from their face-and-mirror logits.
-
-    The shift-and-zoom average is the strongest teacher there is, but it
-    costs seven times the passes of the face and its mirror, so scoring
-    every augmented view with it takes hours on a CPU. Added to a view's
-    face-and-mirror logits, this per-face correction carries the TTA
-    ensemble's second opinion into every view for the price of one TTA
-    pass over the clean faces, while the view's own logits still say what
-    an augmentation hid.
-    """
-    print("teacher TTA offset: clean faces with and without the shifts and zooms", flush=True)
-    return (mean_logits(sources, faces, classes, mirror=True, role="teacher", tta=True)
-            - mean_logits(sources, faces, classes, mirror=True, role="teacher", tta=False))
-
-
-@dataclass(frozen=True)
-class TeacherViews:
-    """K augmented copies of the training faces, (K, N, H, W) uint8, and the targets for each, (K, N, C)."""
-
-    images: np.ndarray
-    targets: np.ndarray
-
-
-def teacher_views(sources: Sequence[Path], data: FaceData, cfg: TrainConfig,
-                  offset: Optional[np.ndarray] = None) -> TeacherViews:
-    """Augment each training face ``cfg.teacher_views`` times and have the teachers label every copy.
-
-    Distilling from targets computed on the clean face while the student sees
-    an augmented one is inconsistent: once a rotation or an erased patch hides
-    the mouth, the clean face's "happy" is no longer what the image shows.
-    Teaching on the very image the student gets is "consistent teaching"
-    (Beyer et al., 2022, "Knowledge distillation: a good teacher is patient
-    and consistent"). A teacher pass per training step would cost several
-    times the student's step on a CPU, so a fixed pool of views is scored
-    once and the epochs cycle through it.
-
-    With ``cfg.teacher_mixup``, each copy is also blended with another
-    face's copy, and its label part mixes the two labels by the same weight.
-    With ``cfg.teacher_tta_offset``, every view's logits get ``tta_offset``
-    of its clean face; ``offset`` (N, C), if given, is added to every view too.
-    """
-    images = np.empty((cfg.teacher_views, *data.images.shape), np.uint8)
-    targets = np.empty((cfg.teacher_views, len(data), len(data.classes)), np.float32)
-    labels = label_distributions(data)
-    if cfg.teacher_tta_offset:
-        tta = tta_offset(sources, data.images, data.classes)
-        offset = tta if offset is None else tta + offset
-    for view in range(cfg.teacher_views):
-        rng = np.random.default_rng((cfg.seed, view))
-        faces = augment_batch(data.images, rng, cfg.augment)
-        view_labels = labels
-        if cfg.teacher_mixup > 0:
-            faces, partner, lam = mixup_batch(faces, rng, cfg.teacher_mixup)
-            view_labels = lam[:, None] * labels + (1 - lam[:, None]) * labels[partner]
-        np.rint(faces, out=images[view], casting="unsafe")
-        print(f"teacher view {view + 1}/{cfg.teacher_views}", flush=True)
-        targets[view] = distillation_targets(sources, images[view], data, cfg, view_labels, offset)
-    return TeacherViews(images, targets)
-
-
-def _slim(src_weights: list[np.ndarray], shapes: list[tuple[int, ...]], keep_in: Optional[np.ndarray],
-          keep_out: Optional[np.ndarray]) -> Optional[list[np.ndarray]]:
-    """Cut a wider layer's weights down to ``shapes``: input channels ``keep_in``, output channels ``keep_out``.
-
-    Returns None when the source is not a wider copy of the target.
-    """
-    out = []
-    for w, shape in zip(src_weights, shapes):
-        if w.ndim >= 2 and keep_in is not None:  # kernel: (..., in, out)
-            w = np.take(w, keep_in, axis=-2)
-        if keep_out is not None and w.shape[-1] != shape[-1]:
-            w = np.take(w, keep_out, axis=-1)
-        if tuple(w.shape) != tuple(shape):
-            return None
-        out.append(w)
-    return out
-
-
-def _grow_classifier(src_weights: list[np.ndarray], keep_in: Optional[np.ndarray],
-                     in_features: int) -> list[np.ndarray]:
-    """The source's classifier with zero weights for the extra inputs a pooled head adds.
-
-    The head's features then change no logit until training gives them
-    weight, so a model grown from a headless one starts with its predictions.
-    """
-    kernel, bias = src_weights
-    if keep_in is not None:
-        kernel = np.take(kernel, keep_in, axis=0)
-    grown = np.zeros((in_features, kernel.shape[1]), kernel.dtype)
-    grown[:len(kernel)] = kernel
-    return [grown, bias]
-
-
-def _fc_as_pooling(layer, map_shape: Sequence[Optional[int]]) -> list[np.ndarray]:
-    """Weights that make a spatial head (``make_model(fc=N)``) output the pooled features first.
-
-    Unit j < channels averages channel j over the flattened map, as global
-    average pooling did; the input is a ReLU map, so the head's ReLU passes
-    the average unchanged, and the grown classifier (``_grow_classifier``)
-    reads it as before. The other units keep their fresh initialisation and
-    feed zero classifier weights, so the model starts with the pooled
-    model's predictions and training decides what the spatial weights add.
-    """
-    _, h, w, channels = map_shape
-    kernel, bias = (np.array(v) for v in layer.get_weights())
-    if kernel.shape[1] < channels:
-        raise FerEdgeError(f"a spatial head of {kernel.shape[1]} units cannot start as the pooling of "
-                           f"{channels} channels; give it at least {channels} units")
-    flat = kernel.reshape(h * w, channels, kernel.shape[1])  # Flatten of an NHWC map: position-major
-    flat[:, :, :channels] = np.eye(channels, dtype=kernel.dtype)[None] / (h * w)
-    bias[:channels] = 0
-    return [flat.reshape(kernel.shape), bias]
-
-
-#: Layer names inside a residual block (``make_model(blocks=...)``).
-RESIDUAL_LAYER = re.compile(r"s\d+_r\d+_")
-
-
-def init_weights(model, source: Path, classes: tuple[str, ...]) -> None:
-    """Copy a trained model's weights into ``model``, layer by layer name.
-
-    This is how a run continues a finished one with a fresh schedule, or how a
-    new label set starts from FER2013 features: the backbone is always copied;
-    the classifier layer only when the source was trained on the same classes
-    in the same order (read from the ``classes.json`` beside it), otherwise it
-    starts fresh.
-
-    A narrower model (fewer channels per stage, e.g. the half-size backbone of
-    a mirrored model) starts from a wider trained one by keeping, in each
-    convolution, the channels whose batch-norm scale is largest: a channel
-    with a small scale contributes little downstream, so dropping it costs the
-    least accuracy to win back in fine-tuning ("network slimming", Liu et al.,
-    2017). Plain and mirrored models initialise each other through their
-    backbones. A model with a pooled head (``make_model(head=N)``) starts from
-    one without: the head is fresh and the classifier is grown so the pair
-    predict the same before training; so does one with a spatial head
-    (``make_model(fc=N)``), whose first units start as the pooling.
-    """
-    from fer_edge.train.model import backbone_of
-
-    path = _model_path(source)
-    trained = backbone_of(load_keras_model(path, compile=False))
-    same_classes = _has_classes(path, classes)
-    by_name = {layer.name: layer for layer in trained.layers}
-    copied, slimmed, skipped = 0, 0, []
-    keep_in: Optional[np.ndarray] = None  # the source channels feeding the current layer
-    for layer in backbone_of(model).layers:
-        src = by_name.get(layer.name)
-        if layer.name == "fc":
-            if src is None:  # a spatial head grown on a pooled model
-                layer.set_weights(_fc_as_pooling(layer, backbone_of(model).get_layer("flatten").input.shape))
-                copied += 1
-                continue
-            if tuple(src.kernel.shape) != tuple(layer.kernel.shape):
-                raise FerEdgeError(f"{path}: its spatial head (fc) has another shape; a flattened map cannot be "
-                                   "cut down: --init from a run of the same last-stage width and head size")
-            keep_in = None  # its units, not the map's channels, feed the classifier
-        if src is None or not layer.weights:
-            continue
-        shapes = [tuple(w.shape) for w in layer.weights]
-        src_weights = src.get_weights()
-        keep_out = keep_in if "_bn" in layer.name else None
-        if layer.name.startswith("s") and "_conv" in layer.name:
-            out_channels = shapes[0][-1]
-            bn = by_name.get(layer.name.replace("_conv", "_bn"))  # make_model puts a BN after every conv
-            if bn is None:
-                raise FerEdgeError(f"{path}: {layer.name} has no batch norm after it; not a fer-edge CNN")
-            keep_out = np.sort(np.argsort(-np.abs(bn.get_weights()[0]))[:out_channels])
-        if layer.name == "logits" and shapes[0][0] > src_weights[0].shape[0]:
-            src_weights, keep_in = _grow_classifier(src_weights, keep_in, shapes[0][0]), None
-        weights = _slim(src_weights, shapes, keep_in, keep_out)
-        if "_conv" in layer.name:
-            keep_in = keep_out
-        if weights is None or (layer.name == "logits" and not same_classes):
-            skipped.append(layer.name)
-            continue
-        cut = any(a.shape != b.shape for a, b in zip(src_weights, weights))
-        if cut and RESIDUAL_LAYER.match(layer.name):
-            raise FerEdgeError(f"{path}: {layer.name} is in a residual block, whose channels cannot be cut "
-                               "down (the skip adds them one to one); --init from a run of the same widths")
-        slimmed += cut
-        layer.set_weights(weights)
-        copied += 1
-    if copied == 0:
-        raise FerEdgeError(f"{path}: no layer matches this model; it is not a fer-edge CNN of this shape")
-    note = f" ({slimmed} cut down to fewer channels)" if slimmed else ""
-    note += f"; fresh: {', '.join(skipped)}" if skipped else ""
-    print(f"initialised {copied} layers from {path}{note}", flush=True)
-
-
 def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
     import keras
 
@@ -678,7 +306,7 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
         init_weights(model, Path(cfg.init), data.classes)
     teachers = [Path(t) for t in cfg.teachers]
     for teacher in teachers:
-        _load_scorer(teacher, data.classes, "teacher")
+        load_scorer(teacher, data.classes, "teacher")
 
     views = None
     votes = vote_offset(train_data, cfg.teacher_votes) if teachers and cfg.teacher_votes else None
@@ -711,12 +339,107 @@ def train(data: FaceData, run_dir: Path, cfg: TrainConfig, resume: bool = False,
     return model, macs
 
 
-def export_saved_model(model, run_dir: Path) -> Path:
-    """Write the probability model as a TF SavedModel (what some converters and servers take)."""
-    target = run_dir / "saved_model"
-    tmp = run_dir / ".saved_model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.export(str(tmp), format="tf_saved_model", verbose=False)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return target
+# The run folder: what a run writes before, between and after its epochs.
+
+
+def start_run_folder(run_dir: Path, command: str, data_args: dict[str, Any], cfg: TrainConfig) -> None:
+    """Write ``config.json`` (the exact command and every setting) before anything else can fail."""
+    from fer_edge.train.report import write_json
+
+    write_json(run_dir / "config.json", {"command": command, "args": data_args, "train": cfg.to_dict()})
+
+
+def write_contract(run_dir: Path, classes: tuple[str, ...], spec: PreprocessSpec) -> None:
+    """``classes.json`` and ``preprocess.json``: what the converter and the device need to read the model."""
+    (run_dir / "classes.json").write_text(json.dumps(list(classes)) + "\n")
+    (run_dir / "preprocess.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+
+
+def saved_run(run_dir: Path) -> tuple[dict[str, Any], TrainConfig, tuple]:
+    """A run folder's config.json: the raw dict, its TrainConfig, and its data arguments."""
+    saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
+    if saved is None:
+        raise FerEdgeError(f"{run_dir}: no config.json, not a fer-train run folder")
+    args = saved["args"]
+    data_args = (Path(args["data"]) if args["data"] else None, args["labels"],
+                 Path(args["ferplus"]) if args["ferplus"] else None, args["eight_classes"])
+    cfg_dict = dict(saved["train"])
+    cfg_dict["teachers"] = recorded_teachers(cfg_dict)
+    cfg_dict.pop("teacher", None)
+    cfg_dict["widths"] = tuple(cfg_dict.get("widths") or ())
+    cfg_dict["blocks"] = tuple(cfg_dict.get("blocks") or ())  # runs written before --blocks have none
+    cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k not in ("augment", "spec")},
+                      augment=AugmentConfig(**{**cfg_dict["augment"],
+                                               "erase_area": tuple(cfg_dict["augment"]["erase_area"])}))
+    return saved, cfg, data_args
+
+
+def committed_epochs(run_dir: Path) -> int:
+    """How many epochs ``state.json`` has committed (0 before the first)."""
+    state_path = run_dir / "state.json"
+    return int(json.loads(state_path.read_text())["epoch"]) if state_path.exists() else 0
+
+
+def discard_unstarted(run_dir: Path) -> None:
+    """Remove a new run's folder when it failed before its first epoch ended.
+
+    Such a folder holds only the config and contract files, which are
+    rewritten by the next try; left behind, it would push that retry to
+    ``<name>2``. A run that finished an epoch (last.keras) is kept for --resume.
+    """
+    import shutil
+
+    if not (run_dir / "last.keras").exists() and not (run_dir / "best.keras").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def epochs_logged(run_dir: Path) -> int:
+    return len((run_dir / "history.csv").read_text().strip().splitlines()) - 1
+
+
+def evaluate_model(model, dataset: FaceData, split: str, spec: PreprocessSpec, run_dir: Optional[Path],
+                   tag: str) -> dict:
+    """Score `model` on one split; with `run_dir`, also draw the confusion matrix there."""
+    from fer_edge.train.report import classification_metrics, plot_confusion, predict_logits
+
+    part = dataset.split(split)
+    pred = predict_logits(model, part.images, spec).argmax(1)
+    metrics = classification_metrics(part.labels, pred, dataset.classes)
+    if run_dir is not None:
+        plot_confusion(np.asarray(metrics["confusion_matrix"]), dataset.classes, run_dir / f"confusion_{tag}.png",
+                       f"{tag}: top-1 {metrics['accuracy']:.1%}, macro-F1 {metrics['macro_f1']:.3f}")
+    return metrics
+
+
+def write_outputs(run_dir: Path, dataset: FaceData, cfg: TrainConfig, model, macs: int, report_split: str,
+                  run_info: dict, labels: str) -> None:
+    """Write a run's final files from its selected model: model.keras, SavedModel, plots, metrics.json.
+
+    Shared by ``fit`` and ``finish`` so a run stopped early ends with exactly the files of one that ran out.
+    ``run_info`` carries the timing and the command(s) that made the run.
+    """
+    from fer_edge.train.model import with_softmax
+    from fer_edge.train.report import plot_curves, versions, write_json
+
+    final = with_softmax(model)
+    atomic_save(final, run_dir / "model.keras")
+    export_saved_model(final, run_dir)
+    plot_curves(run_dir / "history.csv", run_dir / "curves.png")
+
+    val = evaluate_model(model, dataset, "val", cfg.spec, run_dir, "val")
+    report = evaluate_model(model, dataset, report_split, cfg.spec, run_dir, report_split)
+    write_json(run_dir / "metrics.json", {
+        "split": report_split,
+        **report,
+        "val_accuracy": val["accuracy"],
+        "val_macro_f1": val["macro_f1"],
+        "params": int(model.count_params()),
+        "macs": macs,
+        "epochs_run": epochs_logged(run_dir),
+        **run_info,
+        "versions": versions(),
+        "data": {"source": dataset.source, "sha256": dataset.checksum, "labels": labels,
+                 "skipped": dataset.skipped},
+    })
+    print(f"{report_split} top-1 {report['accuracy']:.2%} (macro-F1 {report['macro_f1']:.3f}); "
+          f"val top-1 {val['accuracy']:.2%}. Outputs in {run_dir}", flush=True)

@@ -31,7 +31,7 @@ before the classifier. At 3x3 a channel costs 9 MACs per input channel, so
 the head adds classifier capacity (the MobileNet "last 1x1 expansion") for a
 few percent of the budget; a model with a head starts from a trained model
 without one exactly where it left off (its extra classifier inputs start at
-zero, see `fer_edge.train.fit.init_weights`).
+zero, see `fer_edge.train.surgery.init_weights`).
 
 Spatial head (`fc=N`): the last 3x3 map is flattened, not averaged, into a
 dense layer of N ReLU units before the classifier. FER2013 faces are roughly

@@ -35,7 +35,7 @@ def average_models(sources: Sequence[Path], weights: Optional[Sequence[float]] =
     checks that. Models must agree on classes (the classes.json beside each),
     preprocessing (preprocess.json) and every variable's shape.
     """
-    from fer_edge.train.fit import load_keras_model
+    from fer_edge.train.model_files import load_keras_model
     from fer_edge.train.model import logits_of
 
     if len(sources) < 2:

@@ -139,7 +139,7 @@ def test_evaluate_scores_an_ensemble_with_mirrors(trained_run, monkeypatch, caps
     from fer_edge.labels import FER2013_CLASSES
     from fer_edge.train.cli import main
     from fer_edge.train.data import load_dataset
-    from fer_edge.train.fit import teacher_targets
+    from fer_edge.train.distill import teacher_targets
     from fer_edge.train.report import classification_metrics
 
     run, data = trained_run
@@ -166,7 +166,8 @@ def test_evaluate_tta_averages_shifted_and_zoomed_copies(trained_run, monkeypatc
     from fer_edge.train.augment import TTA_TRANSFORMS, warp_batch
     from fer_edge.train.cli import main
     from fer_edge.train.data import load_dataset
-    from fer_edge.train.fit import load_keras_model, mean_logits
+    from fer_edge.train.model_files import load_keras_model
+    from fer_edge.train.distill import mean_logits
     from fer_edge.train.report import classification_metrics, predict_logits
 
     run, data = trained_run
@@ -195,7 +196,7 @@ def test_a_committed_results_folder_scores_like_its_run(trained_run, tmp_path):
     import numpy as np
 
     from fer_edge.labels import FER2013_CLASSES
-    from fer_edge.train.fit import mean_logits
+    from fer_edge.train.distill import mean_logits
 
     run, _ = trained_run
     kept = tmp_path / "results"
@@ -212,7 +213,7 @@ def test_predict_logits_reports_each_batch_for_progress(trained_run):
     import numpy as np
 
     from fer_edge.preprocess import DEFAULT_SPEC
-    from fer_edge.train.fit import load_keras_model
+    from fer_edge.train.model_files import load_keras_model
     from fer_edge.train.report import predict_logits
 
     run, _ = trained_run
@@ -229,7 +230,7 @@ def test_a_runs_softmax_model_teaches_with_its_logits(trained_run):
     import numpy as np
 
     from fer_edge.labels import FER2013_CLASSES
-    from fer_edge.train.fit import teacher_targets
+    from fer_edge.train.distill import teacher_targets
 
     run, _ = trained_run
     faces = np.random.default_rng(2).integers(0, 256, (6, 48, 48), dtype=np.uint8)
@@ -315,7 +316,7 @@ def test_init_copies_backbone_and_matching_classifier(trained_run, capsys):
     import numpy as np
 
     from fer_edge.labels import FER2013_CLASSES, FERPLUS8_CLASSES
-    from fer_edge.train.fit import init_weights
+    from fer_edge.train.surgery import init_weights
     from fer_edge.train.model import make_model
 
     run, _ = trained_run
@@ -337,7 +338,7 @@ def test_pooled_head_costs_its_1x1_conv_and_starts_with_the_source_predictions(t
     import numpy as np
 
     from fer_edge.labels import FER2013_CLASSES
-    from fer_edge.train.fit import init_weights
+    from fer_edge.train.surgery import init_weights
     from fer_edge.train.model import DEFAULT_STAGES, count_macs, make_model
 
     plain, headed = make_model(7), make_model(7, head=16)
@@ -362,7 +363,7 @@ def test_spatial_head_costs_its_dense_layer_and_starts_with_the_source_predictio
 
     from fer_edge.errors import FerEdgeError
     from fer_edge.labels import FER2013_CLASSES
-    from fer_edge.train.fit import init_weights
+    from fer_edge.train.surgery import init_weights
     from fer_edge.train.model import DEFAULT_STAGES, count_macs, make_model
 
     last = DEFAULT_STAGES[-1][0]
@@ -400,7 +401,7 @@ SMALL = ((8, 1), (16, 1), (16, 2), (24, 2), (32, 1))
 def test_mirrored_model_ignores_left_right_and_pays_for_both_passes(tmp_path):
     import numpy as np
 
-    from fer_edge.train.fit import load_keras_model
+    from fer_edge.train.model_files import load_keras_model
     from fer_edge.train.model import backbone_of, count_macs, make_model
 
     model = make_model(7, stages=SMALL, mirror=True)
@@ -421,7 +422,7 @@ def test_init_slims_a_wider_model_keeping_the_largest_batch_norm_scales(trained_
     import numpy as np
 
     from fer_edge.labels import FER2013_CLASSES
-    from fer_edge.train.fit import init_weights
+    from fer_edge.train.surgery import init_weights
     from fer_edge.train.model import backbone_of, make_model
 
     run, _ = trained_run
@@ -492,7 +493,7 @@ def test_init_copies_residual_blocks_of_the_same_widths_and_refuses_to_cut_them(
 
     from fer_edge.errors import FerEdgeError
     from fer_edge.labels import FER2013_CLASSES
-    from fer_edge.train.fit import init_weights
+    from fer_edge.train.surgery import init_weights
     from fer_edge.train.model import make_model
 
     source = make_model(7, stages=SMALL, blocks=(0, 0, 0, 1, 0))
@@ -512,7 +513,7 @@ def test_init_rejects_a_missing_or_foreign_model(tmp_path):
 
     from fer_edge.errors import FerEdgeError
     from fer_edge.labels import FER2013_CLASSES
-    from fer_edge.train.fit import init_weights
+    from fer_edge.train.surgery import init_weights
     from fer_edge.train.model import make_model
 
     with pytest.raises(FerEdgeError, match="no model found"):
@@ -527,7 +528,7 @@ def test_teacher_targets_are_mirror_averaged_distributions(trained_run):
     import numpy as np
 
     from fer_edge.labels import FER2013_CLASSES
-    from fer_edge.train.fit import teacher_targets
+    from fer_edge.train.distill import teacher_targets
 
     run, _ = trained_run
     faces = np.random.default_rng(0).integers(0, 256, (6, 48, 48), dtype=np.uint8)
@@ -548,7 +549,7 @@ def test_teacher_must_share_the_class_list(trained_run):
 
     from fer_edge.errors import FerEdgeError
     from fer_edge.labels import FERPLUS8_CLASSES
-    from fer_edge.train.fit import teacher_targets
+    from fer_edge.train.distill import teacher_targets
 
     run, _ = trained_run
     with pytest.raises(FerEdgeError, match="same classes"):
@@ -560,7 +561,8 @@ def test_several_teachers_average_their_logits(trained_run, tmp_path):
 
     from fer_edge.labels import FER2013_CLASSES
     from fer_edge.preprocess import DEFAULT_SPEC
-    from fer_edge.train.fit import load_keras_model, teacher_targets
+    from fer_edge.train.model_files import load_keras_model
+    from fer_edge.train.distill import teacher_targets
     from fer_edge.train.model import make_model
     from fer_edge.train.report import predict_logits
 
@@ -605,7 +607,7 @@ def test_vote_offset_says_what_the_votes_tell_about_the_label_beyond_its_base_ra
     """Votes that point at the label give it the largest offset; the weight scales the offset; no votes, no offset."""
     from fer_edge.errors import FerEdgeError
     from fer_edge.train.data import FaceData
-    from fer_edge.train.fit import vote_offset
+    from fer_edge.train.distill import vote_offset
 
     rng = np.random.default_rng(0)
     n = 700
@@ -745,7 +747,8 @@ def test_teacher_views_label_the_augmented_copy_the_student_sees(trained_run):
 
     from fer_edge.labels import FER2013_CLASSES
     from fer_edge.train.data import FaceData
-    from fer_edge.train.fit import TrainConfig, make_sequence, teacher_targets, teacher_views
+    from fer_edge.train.fit import TrainConfig, make_sequence
+    from fer_edge.train.distill import teacher_targets, teacher_views
 
     run, _ = trained_run
     faces = np.random.default_rng(0).integers(0, 256, (6, 48, 48), dtype=np.uint8)
@@ -779,7 +782,8 @@ def test_teacher_mixup_views_mix_the_labels_by_the_blend_weight(trained_run):
     from fer_edge.labels import FER2013_CLASSES
     from fer_edge.train.augment import augment_batch, mixup_batch
     from fer_edge.train.data import FaceData
-    from fer_edge.train.fit import TrainConfig, teacher_views
+    from fer_edge.train.fit import TrainConfig
+    from fer_edge.train.distill import teacher_views
 
     run, _ = trained_run
     faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48), dtype=np.uint8)
@@ -806,7 +810,8 @@ def test_teacher_tta_offset_adds_the_clean_faces_tta_correction_to_every_view(tr
 
     from fer_edge.labels import FER2013_CLASSES
     from fer_edge.train.data import FaceData
-    from fer_edge.train.fit import TrainConfig, mean_logits, teacher_views
+    from fer_edge.train.fit import TrainConfig
+    from fer_edge.train.distill import mean_logits, teacher_views
 
     run, _ = trained_run
     faces = np.random.default_rng(1).integers(0, 256, (8, 48, 48), dtype=np.uint8)
@@ -920,7 +925,7 @@ def _perturbed_copy(run, folder, seed: int):
 
     import numpy as np
 
-    from fer_edge.train.fit import load_keras_model
+    from fer_edge.train.model_files import load_keras_model
 
     folder.mkdir()
     for name in ("classes.json", "preprocess.json", "config.json"):
@@ -936,7 +941,7 @@ def test_soup_averages_the_weights_by_share_into_a_scored_run(trained_run, tmp_p
     import numpy as np
 
     from fer_edge.train.cli import main
-    from fer_edge.train.fit import load_keras_model
+    from fer_edge.train.model_files import load_keras_model
 
     run, _ = trained_run
     other = _perturbed_copy(run, tmp_path / "other", seed=1)
