@@ -1,5 +1,10 @@
 """Workstation side: data loaders, the edge CNN, training and reports (needs TensorFlow).
 
+Where things are: `data` (datasets), `model` (the network), `augment`, `fit`
+(the training loop and the run folder), `distill` (teachers' targets),
+`surgery` (`--init`: starting from another model's weights), `model_files`
+(loading and saving models), `soup`, `runs`, `report`; `cli` is `fer-train`.
+
 `fer_edge.train.data` is import-safe without TensorFlow (numpy + OpenCV only), so
 the converter and tests can read datasets cheaply.
 
