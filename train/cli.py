@@ -501,6 +501,7 @@ def soup(models, shares, data, out, name, report_split) -> None:
 @click.option("--sort", "sort_by", type=click.Choice(["val", "name"]), default="val", show_default=True,
               help="val: best validation accuracy first (the split runs are chosen on); name: alphabetical.")
 @click.option("--out", type=click.Path(path_type=Path), help="Also write the table to this Markdown file.")
+@verbose_option
 def runs(run_dirs, sort_by, out) -> None:
     """Compare finished run folders in one Markdown table.
 
