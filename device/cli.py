@@ -87,7 +87,7 @@ def cli() -> None:
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
               help="Seconds to keep retrying a camera or stream that stopped delivering frames.")
 # Live view (issue 43): a web page with the annotated stream, the faces, a timeline and the figures.
-@click.option("--serve", default=None, metavar="[HOST:]PORT",
+@click.option("--serve", envvar="FER_EDGE_SERVE", show_envvar=True, default=None, metavar="[HOST:]PORT",
               help="Serve the live view at http://HOST:PORT/ while the run goes on (host 127.0.0.1 unless given; "
                    "0.0.0.0:8080 opens it to the network). See docs/live-view.md.")
 @click.option("--serve-fps", type=click.FloatRange(0.5, 60.0), default=10.0, show_default=True,

@@ -365,17 +365,23 @@ def test_stream_state_and_log_describe_the_same_frames(tmp_path) -> None:
 
 
 def _chromium() -> Optional[str]:
+    """A Chromium that starts (Ubuntu's ``chromium`` can be a stub that asks for a snap)."""
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         path = shutil.which(name)
         if path:
-            return path
+            try:
+                ok = subprocess.run([path, "--version"], capture_output=True, timeout=60).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+            if ok:
+                return path
     return None
 
 
 def test_a_real_browser_shows_the_live_image_and_the_timeline(tmp_path) -> None:
     browser = _chromium()
     if browser is None:
-        pytest.skip("no Chromium found (Debian: apt-get install chromium; .ci/run installs it)")
+        pytest.skip("no working Chromium found (Debian: apt-get install chromium; .ci/run installs it)")
     run = _Run("--source", "demo", "--loop", "--fps", "15", "--resolution", "320x240", "--headless", "--threads", "1",
                "--serve", "127.0.0.1:0", "--serve-token", TOKEN)
     try:
@@ -396,3 +402,25 @@ def test_a_real_browser_shows_the_live_image_and_the_timeline(tmp_path) -> None:
     assert dom.count('class="minute"') >= 1  # the timeline has entries
     assert re.search(r'id="status" class="status live">live · frame \d+', dom)
     assert re.search(r"<td>\d+</td><td>[A-Z][a-z]+</td>", dom)  # a face row: track id, emotion
+
+
+def test_open_bind_warns_and_bad_addresses_fail_in_one_line(tmp_path) -> None:
+    done = subprocess.run([*FER_DEVICE, "run", "--source", "demo", "--max-frames", "3", "--resolution", "160x120",
+                           "--headless", "--threads", "1", "--serve", "0.0.0.0:0"],
+                          capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "FER_EDGE_SERVE_TOKEN"})
+    assert done.returncode == 0, done.stderr
+    assert "warning: --serve on 0.0.0.0 without --serve-token" in done.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for value, message in ((f"127.0.0.1:{port}", "cannot listen there"), ("localhost:http", "expected [HOST:]PORT")):
+            done = subprocess.run([*FER_DEVICE, "run", "--source", "demo", "--max-frames", "3", "--headless",
+                                   "--serve", value], capture_output=True, text=True, timeout=120)
+            assert done.returncode == 2 and f"error: --serve {value}" in done.stderr and message in done.stderr
+            assert "Traceback" not in done.stderr
+    missing = tmp_path / "no-token"
+    done = subprocess.run([*FER_DEVICE, "run", "--source", "demo", "--serve", "8080", "--serve-token-file",
+                           str(missing)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(f"error: {missing}")

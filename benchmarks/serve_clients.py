@@ -1,0 +1,190 @@
+"""What watching costs: pipeline FPS with 0, 1 and 3 live-view stream clients, side by side in one run.
+
+    python -m fer_edge.benchmarks.serve_clients                      # 640x480 demo, 1 thread, 5 repeats
+    python -m fer_edge.benchmarks.serve_clients --serve-fps 10,30 --seconds 5 --repeats 5
+
+One pipeline (the shipped bundle, ``--threads`` interpreter threads) runs the
+demo clip unpaced, as fast as it goes, with a `LiveView` sink on a loopback
+port. For each setting it starts the stream clients as separate processes
+(so their reading does not share this process's interpreter lock), waits
+until the server counts them, warms up, then measures frames per second over
+``--seconds``. Settings are interleaved (0, 1, 3, stalled, then the reverse
+order, and so on, ``--repeats`` times) so a busy neighbour on the machine
+slows them alike; the report gives the median and the range. "stalled" is one
+client that asks for the stream and never reads: it must cost nothing beyond
+what one reading client costs.
+
+Writes ``serve_clients.json`` and ``serve_clients.md`` into ``--out``
+(default ``benchmarks/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fer_edge.benchmarks.bench import machine_facts
+from fer_edge.bundle import load_bundle
+from fer_edge.device.demo import DemoSource
+from fer_edge.device.pipeline import Pipeline
+from fer_edge.device.runtime import find_runtime
+from fer_edge.device.serve import LiveView
+
+#: A stream client: reads /stream.mjpg as fast as it comes and throws it away (as a browser shows it).
+_READER = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /stream.mjpg HTTP/1.0\\r\\n\\r\\n")
+while s.recv(1 << 16):
+    pass
+"""
+#: A stalled client: asks for the stream, never reads.
+_STALLED = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /stream.mjpg HTTP/1.0\\r\\n\\r\\n")
+time.sleep(3600)
+"""
+TARGETS = {1: 0.15, 3: 0.25}  # most FPS a number of clients may cost (the issue's targets)
+
+
+def _start_clients(setting: str, port: int) -> list[subprocess.Popen]:
+    script, count = (_STALLED, 1) if setting == "stalled" else (_READER, int(setting))
+    return [subprocess.Popen([sys.executable, "-c", script, str(port)]) for _ in range(count)]
+
+
+def _wait_watchers(view: LiveView, count: int, pipeline: Pipeline, source: DemoSource, timeout: float = 30.0) -> None:
+    """Until the server counts `count` clients; runs frames meanwhile (a client that left is noticed on a send)."""
+    deadline = time.monotonic() + timeout
+    while view.watchers != count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"expected {count} stream clients, the server counts {view.watchers}")
+        pipeline.run(source, [view], duration=0.05)
+
+
+def measure(settings: list[str], serve_fps: float, seconds: float, repeats: int, threads: int,
+            resolution: tuple[int, int]) -> dict[str, Any]:
+    """FPS per setting (lists over repeats) and stream frames sent per second, for one --serve-fps."""
+    bundle = load_bundle()
+    runtime = find_runtime()
+    pipeline = Pipeline.from_bundle(bundle, threads=threads, runtime=runtime)
+    view = LiveView("127.0.0.1", 0, bundle.classes, fps=serve_fps)
+    fps: dict[str, list[float]] = {s: [] for s in settings}
+    sent: dict[str, list[float]] = {s: [] for s in settings}
+    cpu: dict[str, list[float]] = {s: [] for s in settings}
+    try:
+        with DemoSource(resolution, loop=True) as source:
+            pipeline.run(source, [view], duration=2.0)  # warm up the models and caches once
+            for r in range(repeats):
+                for setting in (settings if r % 2 == 0 else settings[::-1]):
+                    clients = _start_clients(setting, view.port)
+                    try:
+                        _wait_watchers(view, len(clients), pipeline, source)
+                        pipeline.run(source, [view], duration=0.5)  # the clients are receiving
+                        encoded, cpu_start = view.encoded, time.process_time()
+                        summary = pipeline.run(source, [view], duration=seconds)
+                        fps[setting].append(summary.fps)
+                        cpu[setting].append((time.process_time() - cpu_start) * 1e3 / max(summary.frames, 1))
+                        sent[setting].append((view.encoded - encoded) / summary.elapsed_s)
+                    finally:
+                        for client in clients:
+                            client.terminate()
+                        for client in clients:
+                            client.wait()
+                    _wait_watchers(view, 0, pipeline, source)
+                    print(f"repeat {r + 1}/{repeats} serve-fps {serve_fps:g} clients {setting}: "
+                          f"{fps[setting][-1]:.1f} FPS", file=sys.stderr)
+    finally:
+        view.close()
+    return {"serve_fps": serve_fps, "fps": fps, "stream_fps": sent, "cpu_ms": cpu, "runtime": runtime}
+
+
+def _row(setting: str, result: dict[str, Any]) -> dict[str, Any]:
+    values = result["fps"][setting]
+    base = statistics.median(result["fps"]["0"])
+    median = statistics.median(values)
+    cost = 1.0 - median / base
+    target = TARGETS.get(int(setting)) if setting.isdigit() else TARGETS[1]
+    return {"serve_fps": result["serve_fps"], "clients": setting, "fps_median": round(median, 1),
+            "fps_min": round(min(values), 1), "fps_max": round(max(values), 1),
+            "stream_fps": round(statistics.median(result["stream_fps"][setting]), 1),
+            "cpu_ms_per_frame": round(statistics.median(result["cpu_ms"][setting]), 2),
+            "cost": round(cost, 4), "target": target, "ok": None if target is None else cost <= target}
+
+
+def write_report(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serve_clients.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    m = meta["machine"]
+    lines = [
+        "# Live view: pipeline FPS with stream clients",
+        "",
+        f"`{meta['command']}`",
+        "",
+        f"{meta['resolution']} demo clip, unpaced, {meta['threads']} interpreter thread, shipped bundle, "
+        f"a `LiveView` sink on a loopback port; clients are separate processes reading `/stream.mjpg` "
+        f"(\"stalled\": one that never reads). {meta['repeats']} repeats of {meta['seconds']:g} s per setting, "
+        "interleaved; median (min-max). Cost = 1 - FPS / FPS with no client. CPU ms per frame: this "
+        "process's CPU time (frame loop, encoder and server threads) over the frames, the clients' not counted.",
+        "",
+        f"Machine: {m['cpu_model']} ({m['machine']}), {m['cores']} cores (usable {m['usable_cores']}); "
+        f"{m['runtime']['name']} {m['runtime']['version']}; OpenCV {m['opencv']}; Python {m['python']}; "
+        f"load average {meta['load_average'][0]:.2f} at start. {meta['note']}",
+        "",
+        "| serve-fps | clients | pipeline FPS | stream frames/s | cost | target | CPU ms per frame (all threads) |",
+        "|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for row in rows:
+        target = "" if row["target"] is None or row["clients"] == "0" else \
+            f"≤ {row['target']:.0%} {'ok' if row['ok'] else 'MISSED'}"
+        cost = "" if row["clients"] == "0" else f"{row['cost']:.1%}"
+        lines.append(f"| {row['serve_fps']:g} | {row['clients']} | {row['fps_median']} ({row['fps_min']}-"
+                     f"{row['fps_max']}) | {row['stream_fps']} | {cost} | {target} | {row['cpu_ms_per_frame']} |")
+    (out / "serve_clients.md").write_text("\n".join(lines) + "\n")
+    return out / "serve_clients.md"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve-fps", default="10", help="comma-separated --serve-fps values (default 10)")
+    parser.add_argument("--clients", default="0,1,3,stalled", help="settings: client counts and 'stalled'")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per setting and repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--resolution", default="640x480")
+    parser.add_argument("--note", default="", help="a line about the machine (e.g. shared with other jobs)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    settings = [s.strip() for s in args.clients.split(",") if s.strip()]
+    if "0" not in settings:
+        settings.insert(0, "0")
+    width, height = (int(v) for v in args.resolution.lower().split("x"))
+    load = os.getloadavg()
+    rows: list[dict[str, Any]] = []
+    runtime = None
+    for serve_fps in (float(v) for v in args.serve_fps.split(",")):
+        result = measure(settings, serve_fps, args.seconds, args.repeats, args.threads, (width, height))
+        runtime = result["runtime"]
+        rows += [_row(setting, result) for setting in settings]
+    meta = {
+        "command": "python -m fer_edge.benchmarks.serve_clients " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resolution": args.resolution,
+        "threads": args.threads, "seconds": args.seconds, "repeats": args.repeats, "load_average": load,
+        "machine": machine_facts(runtime), "note": args.note,
+    }
+    path = write_report(rows, meta, args.out)
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
