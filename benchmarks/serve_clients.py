@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         runtime = result["runtime"]
         rows += [_row(setting, result) for setting in settings]
     meta = {
-        "command": "python -m fer_edge.benchmarks.serve_clients " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python -m fer_edge.benchmarks.serve_clients", *(sys.argv[1:] if argv is None else argv)]),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resolution": args.resolution,
         "threads": args.threads, "seconds": args.seconds, "repeats": args.repeats, "load_average": load,
         "machine": machine_facts(runtime), "note": args.note,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -173,7 +174,9 @@ def run(
         _say(f"runtime {rt}, {threads} thread{'s' if threads > 1 else ''} | bundle {verified.root} "
              f"(sha256 {verified.checksum[:12]}) | detector {pipeline.detector.name} | source {src.name}")
         if serve is not None:
-            _say(f"live view at {sinks[-1].url}" + (" (token required)" if serve_token else ""))
+            _say(f"live view at {sinks[-1].url}" + (" (token required)" if serve_token else "")
+                 + (f"; from another machine e.g. http://{socket.gethostname()}:{sinks[-1].port}/"
+                    if serve_host in ("0.0.0.0", "::") else ""))
             if warn_if_open(serve_host, serve_token):
                 _say(warn_if_open(serve_host, serve_token))
 

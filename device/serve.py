@@ -200,6 +200,7 @@ class LiveView:
         self._slot = _FrameSlot()
         self._next_due = 0.0
         self.watchers = 0  # connected stream clients (changed by client threads, read by the frame loop)
+        self.listeners = 0  # connected /api/events clients
         # Encoder -> clients.
         self._jpeg = threading.Condition()
         self._frame: Optional[tuple[int, bytes, int, float]] = None  # (sequence, jpeg, frame index, timestamp)
@@ -248,6 +249,9 @@ class LiveView:
         self._slot.ready.set()
         with self._jpeg:
             self._jpeg.notify_all()
+        deadline = time.monotonic() + 1.0
+        while self.listeners and time.monotonic() < deadline:  # let the event streams send the final state
+            time.sleep(0.02)
         self._server.shutdown()
         with self._connections_lock:
             for sock in list(self._connections):
@@ -369,6 +373,10 @@ class LiveView:
         with self._connections_lock:
             self.watchers += step
 
+    def count_listener(self, step: int) -> None:
+        with self._connections_lock:
+            self.listeners += step
+
     def _track(self, sock: socket.socket, add: bool) -> bool:
         with self._connections_lock:
             if add:
@@ -406,9 +414,10 @@ class _Handler(BaseHTTPRequestHandler):
     """One connection: routes a GET to the page, the stream, the state or the events; nothing else exists."""
 
     server: _Server
-    def version_string(self) -> str:
-        return "fer-device"
     timeout = 15  # seconds a socket read or write may block: a stalled client is dropped, never waited on
+
+    def version_string(self) -> str:
+        return "fer-device"  # no Python version for the network to see
 
     def setup(self) -> None:
         super().setup()
@@ -522,6 +531,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_events(self, view: LiveView) -> None:
         self._start("text/event-stream", extra=(("Connection", "close"),))
+        view.count_listener(+1)
         try:
             while True:
                 closing = view._closing.is_set()  # after the run: one last state, with its summary
@@ -532,6 +542,8 @@ class _Handler(BaseHTTPRequestHandler):
                 view._closing.wait(1.0 / EVENTS_HZ)
         except OSError:
             pass
+        finally:
+            view.count_listener(-1)
 
 
 def warn_if_open(host: str, token: Optional[str]) -> Optional[str]:

@@ -42,7 +42,7 @@ function renderFaces(faces) {
   for (const face of faces) {
     const row = el("tr");
     row.append(el("td", String(face.face)), el("td", NAMES[face.label] || face.label));
-    const cell = el("td");
+    const cell = el("td", undefined, { class: "confidence" });
     cell.append(el("meter", undefined, { min: "0", max: "1", value: String(face.confidence) }),
                 document.createTextNode(" " + Math.round(face.confidence * 100) + "%"));
     row.append(cell);
@@ -58,9 +58,9 @@ function renderFigures(state) {
   const rows = [
     ["FPS", f.fps.toFixed(1) + " now, " + f.fps_run.toFixed(1) + " over the run"],
     ["frames", f.frames + " (" + f.faces + " face detections)"],
-    ["stage ms", ms || "–"],
-    ["runtime", duration(f.elapsed_s) + " running, " + duration(f.uptime_s) + " serving"],
-    ["TFLite", (run.runtime || "?") + (run.threads ? ", " + run.threads + " thread" + (run.threads > 1 ? "s" : "") : "")],
+    ["stage ms", ms ? ms + " (median)" : "–"],
+    ["uptime", duration(f.elapsed_s)],
+    ["runtime", (run.runtime || "?") + (run.threads ? ", " + run.threads + " thread" + (run.threads > 1 ? "s" : "") : "")],
     ["detector", run.detector || "?"],
     ["source", run.source || "?"],
     ["bundle", (run.bundle || "?") + (run.bundle_sha256 ? " (sha256 " + run.bundle_sha256.slice(0, 12) + ")" : "")],

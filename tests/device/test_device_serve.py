@@ -152,8 +152,8 @@ def test_errors_never_repeat_the_request(view: LiveView) -> None:
         assert b"<script" not in response.lower() and b"alert" not in response, response
         # The body is the status line's text, nothing more (a request too malformed to have a version
         # gets no headers at all, as HTTP/0.9 would).
-        assert re.fullmatch(rb"(HTTP/1\.\d (\d{3}) [^\r]*\r\n(.+\r\n)*\r\n)?(400|401|404|405|501) [A-Za-z ]+\n", response,
-                            re.DOTALL), response
+        assert re.fullmatch(rb"(HTTP/1\.\d (\d{3}) [^\r]*\r\n(.+\r\n)*\r\n)?(400|401|404|405|501) [A-Za-z ]+\n",
+                            response, re.DOTALL), response
 
 
 def _green_excess(pixels: np.ndarray) -> float:
@@ -415,7 +415,8 @@ def test_open_bind_warns_and_bad_addresses_fail_in_one_line(tmp_path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for value, message in ((f"127.0.0.1:{port}", "cannot listen there"), ("localhost:http", "expected [HOST:]PORT")):
+        for value, message in ((f"127.0.0.1:{port}", "cannot listen there"),
+                               ("localhost:http", "expected [HOST:]PORT")):
             done = subprocess.run([*FER_DEVICE, "run", "--source", "demo", "--max-frames", "3", "--headless",
                                    "--serve", value], capture_output=True, text=True, timeout=120)
             assert done.returncode == 2 and f"error: --serve {value}" in done.stderr and message in done.stderr
