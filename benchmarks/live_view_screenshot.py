@@ -25,7 +25,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wait", type=float, default=200.0, help="seconds the run goes on before the picture")
-    parser.add_argument("--size", default="1280,900", help="browser window WIDTH,HEIGHT")
+    parser.add_argument("--size", default="1280,1040", help="browser window WIDTH,HEIGHT")
     parser.add_argument("--out", type=Path, default=Path("docs/images/live-view.png"))
     parser.add_argument("--browser", default=shutil.which("chromium") or shutil.which("chromium-browser"))
     args = parser.parse_args(argv)
