@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as profile:
             subprocess.run([args.browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                            "--hide-scrollbars", "--no-first-run", f"--user-data-dir={profile}", f"--window-size={args.size}",
+                            "--hide-scrollbars", "--no-first-run", f"--user-data-dir={profile}",
+                            f"--window-size={args.size}",
                             "--timeout=8000", f"--screenshot={args.out.resolve()}", f"{url}?token={token}"],
                            check=True, capture_output=True, timeout=120)
         print(f"wrote {args.out}", file=sys.stderr)

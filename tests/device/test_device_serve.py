@@ -390,7 +390,8 @@ def test_a_real_browser_shows_the_live_image_and_the_timeline(tmp_path) -> None:
         dom = ""
         for _ in range(3):  # a slow first start of the browser on a loaded machine
             done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                                   "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", "--timeout=8000",
+                                   "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                                   "--timeout=8000",
                                    f"{run.url}?token={TOKEN}"], capture_output=True, text=True, timeout=120)
             dom = done.stdout
             if 'class="minute"' in dom and re.search(r'id="video-size" data-width="[1-9]', dom):
