@@ -13,6 +13,7 @@ Modules, in the order a frame meets them:
 - `classify`: `FacePreprocessor` (the contract's crop + encoder) and `EmotionClassifier`
 - `track`: IoU tracks with EMA-smoothed probabilities -> `TrackedFace`
 - `sinks`: draw stage, JSONL/CSV log, video, window, stdout
+- `serve`: the live view (``--serve``): web page, MJPEG stream, JSON state and events (`web/` holds the page)
 - `pipeline`: `Pipeline` wires the stages and times each one (`FrameResult.timings`)
 - `info`: facts for ``fer-device info``; `cli`: the ``fer-device`` command
 """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -86,6 +87,17 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="For photos: print results as JSON, one object per image.")
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
               help="Seconds to keep retrying a camera or stream that stopped delivering frames.")
+# Live view (issue 43): a web page with the annotated stream, the faces, a timeline and the figures.
+@click.option("--serve", envvar="FER_EDGE_SERVE", show_envvar=True, default=None, metavar="[HOST:]PORT",
+              help="Serve the live view at http://HOST:PORT/ while the run goes on (host 127.0.0.1 unless given; "
+                   "0.0.0.0:8080 opens it to the network). See docs/live-view.md.")
+@click.option("--serve-fps", type=click.FloatRange(0.5, 60.0), default=10.0, show_default=True,
+              help="Most frames per second the stream sends (frames are JPEG-encoded only while someone watches).")
+@click.option("--serve-token", envvar="FER_EDGE_SERVE_TOKEN", show_envvar=True, default=None,
+              help="Access token every request to the live view must carry (?token=, a bearer header or the "
+                   "cookie the page sets).")
+@click.option("--serve-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Read the access token from this file's first word instead.")
 def run_command(**opts: Any) -> None:
     """Detect faces and recognise their emotion, frame by frame."""
     code = run(**opts)
@@ -99,7 +111,8 @@ def run(
     duration: Optional[float], loop: bool, detector: str, detector_model: Optional[Path],
     min_confidence: float, min_face: int, max_faces: int, smoothing: float, no_smooth: bool,
     headless: bool, log_path: Optional[Path], log_format: str, save_video: Optional[Path], as_json: bool,
-    reconnect_timeout: float,
+    reconnect_timeout: float, serve: Optional[str] = None, serve_fps: float = 10.0,
+    serve_token: Optional[str] = None, serve_token_file: Optional[Path] = None,
 ) -> int:
     """The ``run`` verb; returns the exit code (0, or 3 when the source was lost)."""
     from fer_edge.bundle import load_bundle
@@ -112,6 +125,11 @@ def run(
     for path, what in ((log_path, "log"), (save_video, "video")):
         if path is not None:
             check_output_path(path, what)
+    if serve is not None:  # live view: bad address or token fails here, before any model loads
+        from fer_edge.device.serve import LiveView, parse_bind, read_token, warn_if_open
+
+        serve_host, serve_port = parse_bind(serve)
+        serve_token = read_token(serve_token, serve_token_file)
     size = parse_resolution(resolution) if resolution else None
     lores_size = parse_resolution(lores) if lores else None
     kind = describe_source(source)
@@ -128,7 +146,7 @@ def run(
     verified = load_bundle(bundle)
     stop = StopFlag()
     options = DetectorOptions(min_confidence=min_confidence, min_face=min_face, max_faces=max_faces)
-    with open_source(source, size, fps, loop=loop, need_image=window or save_video is not None,
+    with open_source(source, size, fps, loop=loop, need_image=window or save_video is not None or serve is not None,
                      reconnect_timeout=reconnect_timeout, stop=stop, lores=lores_size) as src:
         pipeline = Pipeline.from_bundle(verified, detector, detector_model, options, threads=threads, runtime=rt,
                                         smoothing=1.0 if no_smooth else smoothing)
@@ -145,11 +163,22 @@ def run(
                 sinks.append(VideoSink(save_video, src.fps if not still else 2.0))
             if window:
                 sinks.append(WindowSink(stop))
+            if serve is not None:
+                live_meta = {"runtime": str(rt), "threads": threads, "detector": pipeline.detector.name,
+                             "source": src.name, "bundle": verified.root.name, "bundle_sha256": verified.checksum}
+                sinks.append(LiveView(serve_host, serve_port, verified.classes, serve_fps, serve_token, live_meta,
+                                      annotated=any(sink.needs_image for sink in sinks)))
         except BaseException:
             close_sinks(sinks, pipeline.summary())
             raise
         _say(f"runtime {rt}, {threads} thread{'s' if threads > 1 else ''} | bundle {verified.root} "
              f"(sha256 {verified.checksum[:12]}) | detector {pipeline.detector.name} | source {src.name}")
+        if serve is not None:
+            _say(f"live view at {sinks[-1].url}" + (" (token required)" if serve_token else "")
+                 + (f"; from another machine e.g. http://{socket.gethostname()}:{sinks[-1].port}/"
+                    if serve_host in ("0.0.0.0", "::") else ""))
+            if warn_if_open(serve_host, serve_token):
+                _say(warn_if_open(serve_host, serve_token))
 
         restore = install_stop_handlers(stop)
         failure: Optional[BaseException] = None

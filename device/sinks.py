@@ -89,11 +89,13 @@ class FaceAnnotator:
     """The draw stage: a box, ``Label 87% #id`` and the frame rate, painted in place.
 
     The frame rate is an exponential average of the interval between draws,
-    so it is what a viewer sees.
+    so it is what a viewer sees; `show_fps=False` leaves it out (the live
+    view draws only the frames it streams, whose rate is not the run's).
     """
 
-    def __init__(self, color: tuple[int, int, int] = (60, 220, 60)) -> None:
+    def __init__(self, color: tuple[int, int, int] = (60, 220, 60), show_fps: bool = True) -> None:
         self.color = color
+        self.show_fps = show_fps
         self._last: Optional[float] = None
         self._fps = 0.0
 
@@ -115,7 +117,7 @@ class FaceAnnotator:
             ty = y0 - 4 if y0 - th - base - 4 >= 0 else y1 + th + 4
             cv2.rectangle(image, (x0, ty - th - 3), (x0 + tw + 4, ty + base - 1), self.color, cv2.FILLED)
             cv2.putText(image, text, (x0 + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        if self._fps:
+        if self._fps and self.show_fps:
             cv2.putText(image, f"{self._fps:.1f} FPS", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2,
                         cv2.LINE_AA)
 
@@ -150,6 +152,25 @@ class _MinuteCounts:
         done = (self.minute, self.frames, self.faces, self.counts)
         self.frames, self.faces, self.counts = 0, 0, {}
         return done
+
+
+def face_record(result: FrameResult, face: TrackedFace, classes: Sequence[str]) -> dict[str, Any]:
+    """The JSON log's ``face`` record; the live view's ``/api/state`` serves the same one."""
+    return {
+        "type": "face", "time": iso_time(result.timestamp), "ts": round(result.timestamp, 3),
+        "frame": result.index, "face": face.track_id, "box": list(face.box.as_ints()),
+        "score": round(face.score, 4), "label": face.label, "confidence": round(face.confidence, 4),
+        "probs": {c: round(p, 4) for c, p in zip(classes, face.probs)},
+        "raw": {c: round(p, 4) for c, p in zip(classes, face.raw_probs)},
+        "ms": {s: round(result.timings[s], 3) for s in INFERENCE_STAGES},
+    }
+
+
+def minute_record(minute: int, frames: int, faces: int, counts: dict[str, int],
+                  classes: Sequence[str]) -> dict[str, Any]:
+    """The JSON log's ``minute`` record (from `_MinuteCounts`); also the live view's timeline entries."""
+    return {"type": "minute", "minute": iso_time(minute * 60, "minutes"), "frames": frames, "faces": faces,
+            "counts": {c: counts[c] for c in classes if c in counts}}
 
 
 class _LineLog:
@@ -237,21 +258,13 @@ class JsonlLog(_LineLog):
         self._write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def _write_face(self, result: FrameResult, face: TrackedFace) -> None:
-        record = {
-            "type": "face", "time": iso_time(result.timestamp), "ts": round(result.timestamp, 3),
-            "frame": result.index, "face": face.track_id, "box": list(face.box.as_ints()),
-            "score": round(face.score, 4), "label": face.label, "confidence": round(face.confidence, 4),
-            "probs": {c: round(p, 4) for c, p in zip(self.classes, face.probs)},
-            "raw": {c: round(p, 4) for c, p in zip(self.classes, face.raw_probs)},
-            "ms": {s: round(result.timings[s], 3) for s in INFERENCE_STAGES},
-        }
+        record = face_record(result, face, self.classes)
         if self.with_origin:
             record["origin"] = result.origin
         self._line(record)
 
     def _write_minute(self, minute: int, frames: int, faces: int, counts: dict[str, int]) -> None:
-        self._line({"type": "minute", "minute": iso_time(minute * 60, "minutes"), "frames": frames, "faces": faces,
-                    "counts": {c: counts[c] for c in self.classes if c in counts}})
+        self._line(minute_record(minute, frames, faces, counts, self.classes))
 
     def _write_end(self, summary: RunSummary) -> None:
         now = time.time()
