@@ -152,6 +152,13 @@ class _MinuteCounts:
         return done
 
 
+def minute_record(minute: int, frames: int, faces: int, counts: dict[str, int],
+                  classes: Sequence[str]) -> dict[str, Any]:
+    """The JSON ``minute`` record of a finished `_MinuteCounts` minute (the log's, and MQTT's summary)."""
+    return {"type": "minute", "minute": iso_time(minute * 60, "minutes"), "frames": frames, "faces": faces,
+            "counts": {c: counts[c] for c in classes if c in counts}}
+
+
 class _LineLog:
     """A line-buffered append-only text file that turns OS errors into `FerEdgeError`."""
 
@@ -250,8 +257,7 @@ class JsonlLog(_LineLog):
         self._line(record)
 
     def _write_minute(self, minute: int, frames: int, faces: int, counts: dict[str, int]) -> None:
-        self._line({"type": "minute", "minute": iso_time(minute * 60, "minutes"), "frames": frames, "faces": faces,
-                    "counts": {c: counts[c] for c in self.classes if c in counts}})
+        self._line(minute_record(minute, frames, faces, counts, self.classes))
 
     def _write_end(self, summary: RunSummary) -> None:
         now = time.time()
