@@ -217,13 +217,15 @@ def run(
 @cli.command("info")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle to check (default: shipped).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info_command(bundle: Optional[Path], as_json: bool) -> None:
-    """Runtime, CPU, bundle checksums, cameras and OpenCV facts of this device.
+@click.option("--log", "log_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="A run log (JSONL or CSV): also say what MQTT did in its last run (issue 44).")
+def info_command(bundle: Optional[Path], as_json: bool, log_path: Optional[Path]) -> None:
+    """Runtime, CPU, bundle checksums, cameras, OpenCV and MQTT facts of this device.
 
     Exits 1 when no runtime loads or the bundle fails its checks (after
     printing everything), so a setup script can stop on it.
     """
-    facts = device_facts(bundle)
+    facts = device_facts(bundle, log_path)
     click.echo(json.dumps(facts, indent=2) if as_json else format_facts(facts))
     if not facts["runtime"]["selected"] or not facts["bundle"].get("verified"):
         sys.exit(1)

@@ -466,10 +466,17 @@ class Publisher:
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        if was_connected and not self._closing.is_set():
+        if self._closing.is_set():
+            return
+        if was_connected:
             self.stats.last_error = f"connection lost ({reason_code})"
             self._lost_said = True
             self.say(f"mqtt: lost {self.settings.target.url} ({reason_code}); reconnecting in the background, "
+                     f"the log goes on (up to {self.settings.queue_size} messages wait)")
+        elif not self._lost_said:  # connected at TCP level, but no CONNACK within the keep-alive
+            self.stats.last_error = f"no answer ({reason_code})"
+            self._lost_said = True
+            self.say(f"mqtt: no answer from {self.settings.target.url} ({reason_code}); retrying in the background, "
                      f"the log goes on (up to {self.settings.queue_size} messages wait)")
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
@@ -546,8 +553,8 @@ class Publisher:
         """Finish: flush and say offline if connected (at most `timeout` s); the stats of the run."""
         self._closing.set()
         self.queue.wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        if self._thread.is_alive():  # not connected: nothing to flush, so do not wait on a connect attempt
+            self._thread.join(timeout if self._connected.is_set() else min(timeout, 1.0))
         self.stats.dropped = self.queue.dropped
         self.stats.unsent = len(self.queue)
         return self.stats
