@@ -294,6 +294,28 @@ def test_broker_killed_mid_run_and_restarted(tmp_path) -> None:
     assert {f"{prefix}/availability", f"{prefix}/state", f"{prefix}/faces", f"{prefix}/summary"} <= topics
 
 
+def test_a_board_killed_mid_run_shows_offline_through_its_last_will(tmp_path) -> None:
+    broker = Broker(tmp_path / "broker").start()
+    prefix = "fer-edge/will-test"
+    log = tmp_path / "run.jsonl"
+    proc = subprocess.Popen([*FER_DEVICE, *DEMO, "--loop", "--fps", "15", "--log", str(log),
+                             "--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--mqtt-device-id", "will-test"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    try:
+        sub = Subscriber(broker.port, (f"{prefix}/availability",))
+        sub.wait_for(lambda s: [m.payload for m in s.messages] == ["online"], 60, "online")
+        proc.kill()  # no goodbye: the broker notices the dropped connection and publishes the will
+        proc.wait(timeout=10)
+        sub.wait_for(lambda s: [m.payload for m in s.messages] == ["online", "offline"], 30, "the last will")
+        sub.close()
+        assert retained(broker.port, (f"{prefix}/availability",))[f"{prefix}/availability"].payload == "offline"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        broker.stop()
+    assert all(json.loads(line) for line in log.read_text().splitlines()[:-1])  # at most the last line cut
+
+
 def test_a_broker_that_never_answers_does_not_stall_the_run(tmp_path) -> None:
     with socket.socket() as silent:  # accepts TCP connections (the kernel does) but never says a word
         silent.bind(("127.0.0.1", 0))
