@@ -20,9 +20,11 @@ import pytest
 from mqtt_broker import Broker, Subscriber, make_test_ca, retained
 
 from fer_edge.device.boxes import Box
+from fer_edge.device.info import format_mqtt_facts, last_run_summary, mqtt_run_facts
 from fer_edge.device.mqtt import (PASSWORD_ENV, DeviceInfo, DropOldestQueue, Reporter, device_id_from_hostname,
                                   discovery_configs, mqtt_settings, parse_mqtt_url)
 from fer_edge.device.pipeline import STAGES, FrameResult, RunSummary
+from fer_edge.device.sinks import open_log
 from fer_edge.device.track import TrackedFace
 from fer_edge.errors import FerEdgeError
 from fer_edge.labels import FER2013_CLASSES
@@ -176,6 +178,28 @@ def test_home_assistant_discovery_configs_make_one_device(tmp_path) -> None:
     assert {p["availability_topic"] for p in payloads.values()} == {"fer-edge/hall/availability"}
     share = payloads["homeassistant/sensor/fer-edge-hall/happy_share/config"]
     assert share["value_template"] == "{{ value_json.shares.happy }}" and share["unit_of_measurement"] == "%"
+
+
+def test_info_reads_the_last_runs_mqtt_stats_from_a_jsonl_or_csv_log(tmp_path) -> None:
+    stats = {"broker": "mqtt://h:1883", "connected": True, "connections": 2, "published": 60, "dropped": 54,
+             "unsent": 0, "connected_at_end": True, "last_error": "connection lost (Unspecified error)"}
+    for name in ("run.jsonl", "run.csv"):
+        log = open_log(tmp_path / name, CLASSES)
+        for i in range(3):
+            log(_frame(i, 1000.0 + i, ("happy",)))
+        log.close(RunSummary(3, 1.0, 3.0, 3, 0, 0, {"happy": 3}, {}, "end of source"))  # an earlier run
+        log = open_log(tmp_path / name, CLASSES)
+        log.close(RunSummary(0, 1.0, 0.0, 0, 0, 0, {}, {}, "stopped", mqtt=stats))
+        end = last_run_summary(tmp_path / name)
+        assert end is not None and end["mqtt"] == stats and end["end_reason"] == "stopped"
+        text = format_mqtt_facts(mqtt_run_facts(tmp_path / name))
+        assert text[0].startswith("mqtt:     paho-mqtt 2.")
+        assert text[1].endswith("mqtt://h:1883: connected (2 connections), 60 published, 54 dropped (queue full), "
+                                "0 unsent at the end; last error: connection lost (Unspecified error)")
+    assert last_run_summary(tmp_path / "run.jsonl", tail_bytes=10) is None  # only a cut line in reach
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert format_mqtt_facts(mqtt_run_facts(empty))[1].endswith("no finished run in this log")
 
 
 # --------------------------------------------------------------------------- a real broker
