@@ -103,7 +103,8 @@ def cli() -> None:
               help="File holding the broker password (instead of $FER_EDGE_MQTT_PASSWORD).")
 @click.option("--mqtt-ca", type=click.Path(path_type=Path), default=None,
               help="CA certificate (PEM) to check an mqtts:// broker with (default: the system's).")
-@click.option("--mqtt-cert", type=click.Path(path_type=Path), default=None, help="Client certificate (PEM) for mqtts://.")
+@click.option("--mqtt-cert", type=click.Path(path_type=Path), default=None,
+              help="Client certificate (PEM) for mqtts://.")
 @click.option("--mqtt-key", type=click.Path(path_type=Path), default=None, help="Key of --mqtt-cert (PEM).")
 @click.option("--no-ha-discovery", is_flag=True, help="Do not publish Home Assistant discovery configs.")
 def run_command(**opts: Any) -> None:
@@ -201,10 +202,12 @@ def run(
             failure = exc
         finally:
             summary = pipeline.summary()
-            if mqtt_sink is not None:  # first, so the log's end record and the printout say what MQTT did
-                summary = mqtt_sink.finish(summary)
-            close_failure = close_sinks(sinks, summary)  # still under our handlers: a 2nd SIGTERM can't cut it
-            restore()
+            try:
+                if mqtt_sink is not None:  # first, so the log's end record and the printout say what MQTT did
+                    summary = mqtt_sink.finish(summary)  # waits at most 5 s for the broker
+            finally:
+                close_failure = close_sinks(sinks, summary)  # still under our handlers: a 2nd SIGTERM can't cut it
+                restore()
     if not still or log_path is not None:
         for line in summary.format().splitlines():
             _say(line)

@@ -193,7 +193,8 @@ def format_mqtt_facts(mqtt: dict[str, Any]) -> list[str]:
         elif not last["mqtt"]:
             lines.append(f"          last run in {mqtt['log']} (ended {last['time']}): without --mqtt")
         else:
-            lines.append(f"          last run in {mqtt['log']} (ended {last['time']}): {format_mqtt_stats(last['mqtt'])}")
+            lines.append(f"          last run in {mqtt['log']} (ended {last['time']}): "
+                         + format_mqtt_stats(last["mqtt"]))
     return lines
 
 

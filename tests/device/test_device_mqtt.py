@@ -55,7 +55,8 @@ def _env(**extra: str) -> dict:
 
 def test_url_password_device_id_and_topic_checks(tmp_path) -> None:
     plain = parse_mqtt_url("mqtt://broker.lan", environ={})
-    assert (plain.host, plain.port, plain.tls, plain.username, plain.password) == ("broker.lan", 1883, False, None, None)
+    assert (plain.host, plain.port, plain.tls, plain.username, plain.password) == ("broker.lan", 1883, False, None,
+                                                                                   None)
     tls = parse_mqtt_url("mqtts://pi@broker.lan:8884", environ={PASSWORD_ENV: "s3cret"})
     assert (tls.port, tls.tls, tls.username, tls.password) == (8884, True, "pi", "s3cret")
     assert "s3cret" not in tls.url and "s3cret" not in repr(tls)
