@@ -11,11 +11,14 @@ its neighbour of the other setting (paired ratios, then their median).
 
 Two measures per run: the loop's FPS (wall clock, what a viewer gets) and the
 process's CPU time per frame (all threads: inference, the log, and with MQTT
-the publisher and paho's network thread). On a busy shared machine FPS swings
-with the neighbours' load; CPU time per frame hardly does, so it is the
-steadier figure of what MQTT adds.
+the publisher and paho's network thread). By default the process is pinned to
+one CPU (``--cpu``; the broker, started first, is not): all its threads then
+share one core, so the FPS ratio includes the MQTT threads' own CPU time, a
+worst case for a multi-core Pi where they run beside the frame loop. Unpinned
+on a busy 2-core VM, thread migrations between cores swung FPS by more than
+the effect measured here (``--cpu -1`` runs unpinned).
 
-    python -m fer_edge.benchmarks.mqtt_cost                   # 10 repeats of 400 frames
+    python -m fer_edge.benchmarks.mqtt_cost                   # 20 repeats of 200 frames, pinned
     python -m fer_edge.benchmarks.mqtt_cost --repeats 2 --frames 100 --out /tmp/mq
 
 Writes ``mqtt_cost.json`` and ``mqtt_cost.md`` into ``--out`` (default benchmarks/results).
@@ -115,21 +118,27 @@ def run_once(pipeline: Any, mqtt: Optional[dict[str, float]], url: str, frames: 
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--repeats", type=click.IntRange(min=1), default=20, show_default=True,
               help="Runs per setting, taking turns.")
-@click.option("--frames", type=click.IntRange(min=30), default=400, show_default=True, help="Frames per run.")
+@click.option("--frames", type=click.IntRange(min=30), default=200, show_default=True, help="Frames per run.")
+@click.option("--cpu", type=int, default=None,
+              help="Pin this process (all its threads) to this CPU; -1: no pinning. Default: the last usable CPU.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/results"), show_default=True)
-def main(repeats: int, frames: int, out: Path) -> None:
+def main(repeats: int, frames: int, cpu: Optional[int], out: Path) -> None:
     """Pipeline FPS and CPU per frame with --mqtt to a local Mosquitto vs without, side by side."""
     from fer_edge.bundle import load_bundle
     from fer_edge.device.info import cpu_facts
     from fer_edge.device.pipeline import Pipeline
 
     out.mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline.from_bundle(load_bundle(), threads=1)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in SETTINGS}
     load = [os.getloadavg()[0]]
-    with tempfile.TemporaryDirectory() as tmp, LocalBroker(Path(tmp)) as broker:
+    with tempfile.TemporaryDirectory() as tmp, LocalBroker(Path(tmp)) as broker:  # before pinning: the broker isn't
+        if cpu is None:
+            cpu = max(os.sched_getaffinity(0))
+        if cpu >= 0:
+            os.sched_setaffinity(0, {cpu})
+        pipeline = Pipeline.from_bundle(load_bundle(), threads=1)
         url = f"mqtt://127.0.0.1:{broker.port}"
         run_once(pipeline, None, url, 30, Path(tmp))  # warm-up: first inference, caches
         for r in range(repeats):
@@ -158,11 +167,13 @@ def main(repeats: int, frames: int, out: Path) -> None:
             "dropped_max": max(dropped) if dropped else None,
             "fps_runs": [round(x["fps"], 1) for x in mine],
         })
-    cpu = cpu_facts()
+    facts = cpu_facts()
     report = {"schema": SCHEMA, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{cpu['model']} ({cpu['cores']} cores)", "load_average_1min": [round(x, 1) for x in load],
+              "machine": f"{facts['model']} ({facts['cores']} cores)",
+              "load_average_1min": [round(x, 1) for x in load], "pinned_cpu": cpu if cpu >= 0 else None,
               "repeats": repeats, "frames": frames,
-              "command": f"python -m fer_edge.benchmarks.mqtt_cost --repeats {repeats} --frames {frames}",
+              "command": f"python -m fer_edge.benchmarks.mqtt_cost --repeats {repeats} --frames {frames}"
+                         + (" --cpu -1" if cpu < 0 else ""),
               "rows": rows}
     (out / "mqtt_cost.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "mqtt_cost.md").write_text(format_report(report))
@@ -179,6 +190,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"- runs: the demo clip, 640x480, unpaced, 1 interpreter thread, a JSON Lines log, {report['frames']} frames a "
         f"run, {report['repeats']} runs per setting taking turns in one process; the MQTT sink publishes to "
         "Mosquitto on 127.0.0.1 (same machine)",
+        (f"- the process is pinned to CPU {report['pinned_cpu']}: the frame loop, the MQTT publisher and paho's "
+         "network thread share one core, so the FPS ratio includes MQTT's own CPU time (the broker is not pinned)"
+         if report["pinned_cpu"] is not None else "- not pinned: threads move between cores"),
         "- ratios: each run against its neighbour without MQTT, median of those; CPU = the process's CPU time per "
         "frame, all threads",
         f"- command: `{report['command']}`",

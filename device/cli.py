@@ -221,7 +221,7 @@ def run(
 @click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle to check (default: shipped).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--log", "log_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="A run log (JSONL or CSV): also say what MQTT did in its last run (issue 44).")
+              help="A run log (JSONL or CSV): also say what MQTT did in its last run.")
 def info_command(bundle: Optional[Path], as_json: bool, log_path: Optional[Path]) -> None:
     """Runtime, CPU, bundle checksums, cameras, OpenCV and MQTT facts of this device.
 
