@@ -98,6 +98,27 @@ def cli() -> None:
                    "cookie the page sets).")
 @click.option("--serve-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Read the access token from this file's first word instead.")
+# --- MQTT (issue 44): publish to a broker, with Home Assistant discovery; see docs/mqtt.md ---
+@click.option("--mqtt", "mqtt_url", metavar="URL", default=None,
+              help="Publish results to this broker: mqtt://[user@]host[:port], or mqtts://... for TLS. The password "
+                   "comes from $FER_EDGE_MQTT_PASSWORD or --mqtt-password-file. Needs: pip install 'fer-edge[mqtt]'.")
+@click.option("--mqtt-topic", default=None, help="Topic prefix (default: fer-edge/<device id>).")
+@click.option("--mqtt-device-id", default=None,
+              help="Device id in topics and Home Assistant (default: from the host name).")
+@click.option("--mqtt-interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds between <prefix>/state messages at most; one is sent only when the state changed.")
+@click.option("--mqtt-faces-rate", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+              help="<prefix>/faces messages per second at most (0: none).")
+@click.option("--mqtt-queue", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Messages kept while the broker is away; past this the oldest are dropped (and counted).")
+@click.option("--mqtt-password-file", type=click.Path(path_type=Path), default=None,
+              help="File holding the broker password (instead of $FER_EDGE_MQTT_PASSWORD).")
+@click.option("--mqtt-ca", type=click.Path(path_type=Path), default=None,
+              help="CA certificate (PEM) to check an mqtts:// broker with (default: the system's).")
+@click.option("--mqtt-cert", type=click.Path(path_type=Path), default=None,
+              help="Client certificate (PEM) for mqtts://.")
+@click.option("--mqtt-key", type=click.Path(path_type=Path), default=None, help="Key of --mqtt-cert (PEM).")
+@click.option("--no-ha-discovery", is_flag=True, help="Do not publish Home Assistant discovery configs.")
 def run_command(**opts: Any) -> None:
     """Detect faces and recognise their emotion, frame by frame."""
     code = run(**opts)
@@ -113,6 +134,10 @@ def run(
     headless: bool, log_path: Optional[Path], log_format: str, save_video: Optional[Path], as_json: bool,
     reconnect_timeout: float, serve: Optional[str] = None, serve_fps: float = 10.0,
     serve_token: Optional[str] = None, serve_token_file: Optional[Path] = None,
+    mqtt_url: Optional[str] = None, mqtt_topic: Optional[str] = None, mqtt_device_id: Optional[str] = None,
+    mqtt_interval: float = 1.0, mqtt_faces_rate: float = 2.0, mqtt_queue: int = 1000,
+    mqtt_password_file: Optional[Path] = None, mqtt_ca: Optional[Path] = None, mqtt_cert: Optional[Path] = None,
+    mqtt_key: Optional[Path] = None, no_ha_discovery: bool = False,
 ) -> int:
     """The ``run`` verb; returns the exit code (0, or 3 when the source was lost)."""
     from fer_edge.bundle import load_bundle
@@ -141,6 +166,12 @@ def run(
     if not headless and not still and not window:
         _say("no display available, running headless")
     threads = threads or default_threads()
+    mqtt = None
+    if mqtt_url is not None:  # checked here, before any model or camera opens (imports paho-mqtt)
+        from fer_edge.device.mqtt import mqtt_settings
+
+        mqtt = mqtt_settings(mqtt_url, mqtt_topic, mqtt_device_id, mqtt_interval, mqtt_faces_rate, mqtt_queue,
+                             not no_ha_discovery, mqtt_password_file, mqtt_ca, mqtt_cert, mqtt_key)
 
     rt = find_runtime(runtime)
     verified = load_bundle(bundle)
@@ -151,6 +182,8 @@ def run(
         pipeline = Pipeline.from_bundle(verified, detector, detector_model, options, threads=threads, runtime=rt,
                                         smoothing=1.0 if no_smooth else smoothing)
         sinks: list[Any] = []
+        live_view = None
+        mqtt_sink = None
         try:
             if still:
                 sinks.append(StillPrinter(verified.classes, as_json))
@@ -166,19 +199,30 @@ def run(
             if serve is not None:
                 live_meta = {"runtime": str(rt), "threads": threads, "detector": pipeline.detector.name,
                              "source": src.name, "bundle": verified.root.name, "bundle_sha256": verified.checksum}
-                sinks.append(LiveView(serve_host, serve_port, verified.classes, serve_fps, serve_token, live_meta,
-                                      annotated=any(sink.needs_image for sink in sinks)))
+                live_view = LiveView(serve_host, serve_port, verified.classes, serve_fps, serve_token, live_meta,
+                                      annotated=any(sink.needs_image for sink in sinks))
+                sinks.append(live_view)
+            if mqtt is not None:
+                from fer_edge.device.info import cpu_facts
+                from fer_edge.device.mqtt import DeviceInfo, MqttSink
+
+                mqtt_sink = MqttSink(mqtt, verified.classes, DeviceInfo(cpu_facts()["model"], verified.checksum),
+                                     stop, _say)
+                sinks.append(mqtt_sink)
         except BaseException:
             close_sinks(sinks, pipeline.summary())
             raise
         _say(f"runtime {rt}, {threads} thread{'s' if threads > 1 else ''} | bundle {verified.root} "
              f"(sha256 {verified.checksum[:12]}) | detector {pipeline.detector.name} | source {src.name}")
-        if serve is not None:
-            _say(f"live view at {sinks[-1].url}" + (" (token required)" if serve_token else "")
-                 + (f"; from another machine e.g. http://{socket.gethostname()}:{sinks[-1].port}/"
+        if live_view is not None:
+            _say(f"live view at {live_view.url}" + (" (token required)" if serve_token else "")
+                 + (f"; from another machine e.g. http://{socket.gethostname()}:{live_view.port}/"
                     if serve_host in ("0.0.0.0", "::") else ""))
             if warn_if_open(serve_host, serve_token):
                 _say(warn_if_open(serve_host, serve_token))
+        if mqtt is not None:
+            _say(f"mqtt {mqtt.target.url} -> {mqtt.prefix}/{{state,faces,summary,availability}}"
+                 + ("" if no_ha_discovery else f", Home Assistant discovery for device {mqtt.client_id}"))
 
         restore = install_stop_handlers(stop)
         failure: Optional[BaseException] = None
@@ -189,12 +233,16 @@ def run(
             failure = exc
         finally:
             summary = pipeline.summary()
-            close_failure = close_sinks(sinks, summary)  # still under our handlers: a 2nd SIGTERM can't cut it
-            restore()
+            try:
+                if mqtt_sink is not None:  # first, so the log's end record and the printout say what MQTT did
+                    summary = mqtt_sink.finish(summary)  # waits at most 5 s for the broker
+            finally:
+                close_failure = close_sinks(sinks, summary)  # still under our handlers: a 2nd SIGTERM can't cut it
+                restore()
     if not still or log_path is not None:
         for line in summary.format().splitlines():
             _say(line)
-    failure = failure or close_failure
+    failure = failure or close_failure or (mqtt_sink.error if mqtt_sink is not None else None)
     if failure is not None:
         raise failure
     return EXIT_SOURCE_LOST if summary.source_lost else 0
@@ -203,13 +251,15 @@ def run(
 @cli.command("info")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle to check (default: shipped).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info_command(bundle: Optional[Path], as_json: bool) -> None:
-    """Runtime, CPU, bundle checksums, cameras and OpenCV facts of this device.
+@click.option("--log", "log_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="A run log (JSONL or CSV): also say what MQTT did in its last run.")
+def info_command(bundle: Optional[Path], as_json: bool, log_path: Optional[Path]) -> None:
+    """Runtime, CPU, bundle checksums, cameras, OpenCV and MQTT facts of this device.
 
     Exits 1 when no runtime loads or the bundle fails its checks (after
     printing everything), so a setup script can stop on it.
     """
-    facts = device_facts(bundle)
+    facts = device_facts(bundle, log_path)
     click.echo(json.dumps(facts, indent=2) if as_json else format_facts(facts))
     if not facts["runtime"]["selected"] or not facts["bundle"].get("verified"):
         sys.exit(1)

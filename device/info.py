@@ -9,7 +9,9 @@ cameras are listed, not opened, so ``info`` is safe while a run holds one.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import json
 import os
 import platform
 import sys
@@ -125,13 +127,75 @@ def opencv_facts() -> dict[str, Any]:
     }
 
 
-def device_facts(bundle: Optional[Path | str] = None) -> dict[str, Any]:
-    """Everything ``fer-device info`` reports, as one JSON-ready dict."""
+def last_run_summary(log: Path | str, tail_bytes: int = 1 << 20) -> Optional[dict[str, Any]]:
+    """The run summary (the ``end`` record) of the last run in a JSON Lines or CSV log; None if it has none.
+
+    Only the file's last `tail_bytes` are read, so a log that grew for months
+    answers at once.
+    """
+    path = Path(log)
+    try:
+        with open(path, "rb") as fh:
+            header = fh.readline().decode("utf-8", errors="replace")
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - tail_bytes))
+            lines = fh.read().decode("utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise FerEdgeError(f"{path}: cannot read the log: {exc.strerror or exc}") from None
+    columns = next(csv.reader([header])) if header.startswith("type,") else None
+    for line in reversed(lines):
+        try:
+            if columns is None and line.startswith('{"type":"end"'):
+                return json.loads(line)
+            if columns is not None and line.startswith("end,"):
+                row = dict(zip(columns, next(csv.reader([line]))))
+                return {"time": row.get("time"), **json.loads(row["summary"])}
+        except (ValueError, KeyError):  # a line cut by a power cut: look further back
+            continue
+    return None
+
+
+def mqtt_run_facts(log: Optional[Path | str] = None) -> dict[str, Any]:
+    """Whether ``--mqtt`` can run here (the extra), and what MQTT did in the last run of `log`."""
+    from fer_edge.device.mqtt import mqtt_facts
+
+    facts = mqtt_facts()
+    if log is not None:
+        end = last_run_summary(log)
+        facts["log"] = str(log)
+        facts["last_run"] = None if end is None else {"time": end.get("time"), "mqtt": end.get("mqtt")}
+    return facts
+
+
+def device_facts(bundle: Optional[Path | str] = None, log: Optional[Path | str] = None) -> dict[str, Any]:
+    """Everything ``fer-device info`` reports, as one JSON-ready dict (`log`: a run log to read MQTT stats from)."""
     return {
         "fer_edge": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "runtime": runtime_facts(), "cpu": cpu_facts(), "bundle": bundle_facts(bundle),
-        "cameras": camera_facts(), "opencv": opencv_facts(),
+        "cameras": camera_facts(), "opencv": opencv_facts(), "mqtt": mqtt_run_facts(log),
     }
+
+
+def format_mqtt_facts(mqtt: dict[str, Any]) -> list[str]:
+    """The ``mqtt:`` lines of ``fer-device info``."""
+    from fer_edge.device.mqtt import format_mqtt_stats
+
+    if mqtt["usable"]:
+        lines = [f"mqtt:     paho-mqtt {mqtt['paho_mqtt']} (--mqtt works)"]
+    elif mqtt["paho_mqtt"]:
+        lines = [f"mqtt:     paho-mqtt {mqtt['paho_mqtt']} is too old for --mqtt (needs 2.x): {mqtt['install']}"]
+    else:
+        lines = [f"mqtt:     not installed (--mqtt needs it): {mqtt['install']}"]
+    if "log" in mqtt:
+        last = mqtt["last_run"]
+        if last is None:
+            lines.append(f"          {mqtt['log']}: no finished run in this log")
+        elif not last["mqtt"]:
+            lines.append(f"          last run in {mqtt['log']} (ended {last['time']}): without --mqtt")
+        else:
+            lines.append(f"          last run in {mqtt['log']} (ended {last['time']}): "
+                         + format_mqtt_stats(last["mqtt"]))
+    return lines
 
 
 def format_facts(facts: dict[str, Any]) -> str:
@@ -167,4 +231,6 @@ def format_facts(facts: dict[str, Any]) -> str:
         f"          GUI {ocv['gui']}, display {'yes' if ocv['display'] else 'no'}; "
         + ", ".join(f"{k} {v}" for k, v in ocv["video_io"].items()),
     ]
+    if "mqtt" in facts:
+        lines += format_mqtt_facts(facts["mqtt"])
     return "\n".join(lines)

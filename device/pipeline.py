@@ -84,14 +84,18 @@ class RunSummary:
     median_ms: dict[str, float]
     end_reason: str
     source_lost: bool = False
+    mqtt: Optional[dict[str, Any]] = None  # what the MQTT sink did (device/mqtt.py), when --mqtt was given
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "frames": self.frames, "elapsed_s": round(self.elapsed_s, 3), "fps": round(self.fps, 2),
             "faces": self.faces, "skipped_frames": self.skipped_frames, "reconnects": self.reconnects,
             "label_counts": dict(self.label_counts), "median_ms": dict(self.median_ms),
             "end_reason": self.end_reason,
         }
+        if self.mqtt is not None:
+            record["mqtt"] = dict(self.mqtt)
+        return record
 
     def format(self) -> str:
         """A few human-readable lines."""
@@ -103,6 +107,10 @@ class RunSummary:
         ran = {k: v for k, v in self.median_ms.items() if k in INFERENCE_STAGES[:5] or v > 0}
         if ran:
             lines.append("median ms: " + ", ".join(f"{k} {v:.2f}" for k, v in ran.items()))
+        if self.mqtt is not None:
+            from fer_edge.device.mqtt import format_mqtt_stats
+
+            lines.append("mqtt: " + format_mqtt_stats(self.mqtt))
         return "\n".join(lines)
 
 

@@ -168,7 +168,7 @@ def face_record(result: FrameResult, face: TrackedFace, classes: Sequence[str]) 
 
 def minute_record(minute: int, frames: int, faces: int, counts: dict[str, int],
                   classes: Sequence[str]) -> dict[str, Any]:
-    """The JSON log's ``minute`` record (from `_MinuteCounts`); also the live view's timeline entries."""
+    """The JSON log's ``minute`` record (from `_MinuteCounts`); also the live view's timeline entries and MQTT's summary."""
     return {"type": "minute", "minute": iso_time(minute * 60, "minutes"), "frames": frames, "faces": faces,
             "counts": {c: counts[c] for c in classes if c in counts}}
 
