@@ -69,10 +69,14 @@ def tensor_facts(model_path: Path) -> dict[str, Any]:
 def build_bundle(out_dir: Path, model_path: Path, mode: str, classes: tuple[str, ...], spec: PreprocessSpec,
                  report: dict[str, Any], report_md: str, versions: dict[str, str],
                  extra_model_info: Optional[dict[str, Any]] = None, archive: bool = False,
-                 with_detector: bool = True) -> Path:
-    """Write the bundle folder (and `.tar.gz` with `archive`); returns the folder."""
+                 with_detector: bool = True, extra_files: Optional[dict[str, Any]] = None) -> Path:
+    """Write the bundle folder (and `.tar.gz` with `archive`); returns the folder.
+
+    `extra_files` (bundle name -> path, text or bytes) adds files such as the
+    calibration's reliability diagram beside the accuracy report.
+    """
     detector, detector_info = None, None
-    extra_files: dict[str, Any] = {"accuracy.json": _json(report), "accuracy.md": report_md}
+    extra_files = {"accuracy.json": _json(report), "accuracy.md": report_md, **(extra_files or {})}
     if with_detector:
         detector, version = find_blazeface()
         detector_info = {"kind": "blazeface-short-range", "license": "Apache-2.0",
