@@ -48,7 +48,7 @@ def cli() -> None:
 
 @cli.command("run")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
-              help="Bundle folder or .tar.gz (default: the one shipped in the package).")
+              help="Bundle folder or .tar.gz, or a shipped bundle's name: ferplus (default) or fer2013.")
 @click.option("--runtime", type=click.Choice([r[0] for r in RUNTIMES]), default=None,
               help="Force a TFLite runtime (default: first installed of litert, tflite-runtime, tensorflow).")
 @click.option("--threads", type=click.IntRange(1, 64), default=None, help="Interpreter threads per model "
@@ -86,6 +86,10 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="For photos: print results as JSON, one object per image.")
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
               help="Seconds to keep retrying a camera or stream that stopped delivering frames.")
+# Uncertain faces (issue 42): below this top probability a face is labelled "uncertain".
+@click.option("--min-emotion-confidence", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Label a face 'uncertain' (on screen, in logs and summaries) when its top emotion probability "
+                   "is below this; probabilities are still logged. The bundles' probabilities are calibrated.")
 def run_command(**opts: Any) -> None:
     """Detect faces and recognise their emotion, frame by frame."""
     code = run(**opts)
@@ -99,7 +103,7 @@ def run(
     duration: Optional[float], loop: bool, detector: str, detector_model: Optional[Path],
     min_confidence: float, min_face: int, max_faces: int, smoothing: float, no_smooth: bool,
     headless: bool, log_path: Optional[Path], log_format: str, save_video: Optional[Path], as_json: bool,
-    reconnect_timeout: float,
+    reconnect_timeout: float, min_emotion_confidence: float = 0.0,
 ) -> int:
     """The ``run`` verb; returns the exit code (0, or 3 when the source was lost)."""
     from fer_edge.bundle import load_bundle
@@ -131,7 +135,8 @@ def run(
     with open_source(source, size, fps, loop=loop, need_image=window or save_video is not None,
                      reconnect_timeout=reconnect_timeout, stop=stop, lores=lores_size) as src:
         pipeline = Pipeline.from_bundle(verified, detector, detector_model, options, threads=threads, runtime=rt,
-                                        smoothing=1.0 if no_smooth else smoothing)
+                                        smoothing=1.0 if no_smooth else smoothing,
+                                        min_emotion_confidence=min_emotion_confidence)
         sinks: list[Any] = []
         try:
             if still:
@@ -139,7 +144,8 @@ def run(
             if log_path is not None:
                 meta = {"fer_edge": __version__, "bundle": str(verified.root), "bundle_sha256": verified.checksum,
                         "runtime": str(rt), "threads": threads, "detector": pipeline.detector.name,
-                        "source": src.name, "smoothing": pipeline.tracker.alpha}
+                        "source": src.name, "smoothing": pipeline.tracker.alpha,
+                        "min_emotion_confidence": min_emotion_confidence}
                 sinks.append(open_log(log_path, verified.classes, log_format, meta, with_origin=still))
             if save_video is not None:
                 sinks.append(VideoSink(save_video, src.fps if not still else 2.0))

@@ -36,6 +36,7 @@ from fer_edge.device.detect import Detector, DetectorOptions, make_detector
 from fer_edge.device.runtime import Runtime, find_runtime
 from fer_edge.device.sources import Frame, Source, StopFlag
 from fer_edge.device.track import TrackedFace, Tracker
+from fer_edge.labels import UNCERTAIN
 
 #: Stage names, in order; every `FrameResult.timings` has these keys (milliseconds).
 #: The last three are the sinks, by their `stage` attribute: the log (and stdout),
@@ -198,10 +199,13 @@ class Pipeline:
         runtime: Optional[Runtime] = None,
         smoothing: float = 0.5,
         annotator: Optional[Annotator] = None,
+        min_emotion_confidence: float = 0.0,
     ) -> "Pipeline":
         """Build every stage from a verified bundle; the one place models are loaded.
 
-        `smoothing` is the tracker's EMA weight of the newest frame (1.0 = off).
+        `smoothing` is the tracker's EMA weight of the newest frame (1.0 = off);
+        a face whose top probability is below `min_emotion_confidence` is
+        labelled ``uncertain``.
         """
         runtime = runtime or find_runtime()
         det = make_detector(detector, bundle, detector_model, options, threads=threads, runtime=runtime)
@@ -212,7 +216,8 @@ class Pipeline:
             from fer_edge.device.sinks import FaceAnnotator
 
             annotator = FaceAnnotator()
-        return cls(det, preprocessor, classifier, Tracker(bundle.classes, alpha=smoothing), annotator)
+        tracker = Tracker(bundle.classes, alpha=smoothing, min_confidence=min_emotion_confidence)
+        return cls(det, preprocessor, classifier, tracker, annotator)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -225,7 +230,7 @@ class Pipeline:
         t0 = time.perf_counter()
         detections = self.detector(frame.gray)
         t1 = time.perf_counter()
-        inputs = self.preprocessor(frame.gray, [d.box for d in detections])
+        inputs = self.preprocessor(frame.gray, detections)
         t2 = time.perf_counter()
         probs = self.classifier(inputs)
         t3 = time.perf_counter()
@@ -316,7 +321,7 @@ class Pipeline:
             faces=stats.faces,
             skipped_frames=source_stats.skipped if source_stats else 0,
             reconnects=source_stats.reconnects if source_stats else 0,
-            label_counts={name: stats.labels[name] for name in self.classes if stats.labels[name]},
+            label_counts={name: stats.labels[name] for name in (*self.classes, UNCERTAIN) if stats.labels[name]},
             median_ms=medians,
             end_reason=self.end_reason,
             source_lost=bool(self._source is not None and self._source.end_reason),

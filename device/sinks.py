@@ -53,7 +53,7 @@ from fer_edge.device.pipeline import INFERENCE_STAGES, FrameResult, RunSummary
 from fer_edge.device.sources import StopFlag
 from fer_edge.device.track import TrackedFace
 from fer_edge.errors import FerEdgeError
-from fer_edge.labels import DISPLAY
+from fer_edge.labels import DISPLAY, UNCERTAIN
 
 LOG_FORMATS = ("jsonl", "csv")
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
@@ -251,7 +251,7 @@ class JsonlLog(_LineLog):
 
     def _write_minute(self, minute: int, frames: int, faces: int, counts: dict[str, int]) -> None:
         self._line({"type": "minute", "minute": iso_time(minute * 60, "minutes"), "frames": frames, "faces": faces,
-                    "counts": {c: counts[c] for c in self.classes if c in counts}})
+                    "counts": {c: counts[c] for c in (*self.classes, UNCERTAIN) if c in counts}})
 
     def _write_end(self, summary: RunSummary) -> None:
         now = time.time()
@@ -292,7 +292,7 @@ class CsvLog(_LineLog):
         self._writer.writerow(row)
 
     def _write_minute(self, minute: int, frames: int, faces: int, counts: dict[str, int]) -> None:
-        for label in self.classes:
+        for label in (*self.classes, UNCERTAIN):
             if label in counts:
                 self._writer.writerow({"type": "minute", "time": iso_time(minute * 60, "minutes"),
                                        "label": label, "count": counts[label]})

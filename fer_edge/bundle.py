@@ -72,9 +72,34 @@ class Bundle:
         return sha256_of(self.root / MANIFEST)
 
 
+#: The bundles shipped inside the package, by name (``--bundle fer2013``): each holds a model trained
+#: on that label set. The default is the one more accurate through the device path on real photos
+#: (docs/models-and-crops.md).
+SHIPPED_BUNDLES: tuple[str, ...] = ("ferplus", "fer2013")
+DEFAULT_BUNDLE = "ferplus"
+
+
+def shipped_bundle_path(name: str) -> Path:
+    """The folder of the shipped bundle `name` (one of `SHIPPED_BUNDLES`)."""
+    return Path(__file__).resolve().parent / "data" / "bundles" / name
+
+
 def default_bundle_path() -> Path:
-    """The bundle shipped inside the package, so `fer-device` works right after install."""
-    return Path(__file__).resolve().parent / "data" / "bundle"
+    """The default bundle shipped inside the package, so `fer-device` works right after install."""
+    return shipped_bundle_path(DEFAULT_BUNDLE)
+
+
+def resolve_bundle(path: Path | str | None) -> Path:
+    """A ``--bundle`` value as a path: None is the default, a shipped name its folder, anything else a path.
+
+    An existing file or folder of that name wins over a shipped name, so a
+    user's own ``./ferplus`` bundle is never shadowed.
+    """
+    if path is None:
+        return default_bundle_path()
+    if str(path) in SHIPPED_BUNDLES and not Path(path).exists():
+        return shipped_bundle_path(str(path))
+    return Path(path)
 
 
 def write_bundle(
@@ -161,8 +186,8 @@ def _extract_archive(path: Path) -> Path:
 
 
 def load_bundle(path: Path | str | None = None, verify: bool = True) -> Bundle:
-    """Open and verify a bundle folder or archive (default: the one shipped in the package)."""
-    root = Path(path) if path is not None else default_bundle_path()
+    """Open and verify a bundle folder, archive or shipped name (default: the package's default bundle)."""
+    root = resolve_bundle(path)
     if not root.exists():
         raise FerEdgeError(f"{root}: bundle not found")
     if root.is_file():
