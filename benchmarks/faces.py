@@ -95,6 +95,15 @@ class ModelPath:
         return self.classifier(self.pre[crop](gray, [detection]))[0]
 
 
+def bundle_name(arg: str) -> str:
+    """A short name for a --bundle value: a shipped name as is, a path by its folder (``run/export/bundle`` -> run)."""
+    path = Path(arg)
+    if not path.exists():
+        return arg
+    parts = [p for p in path.resolve().parts if p not in ("bundle", "export")]
+    return parts[-1] if parts else arg
+
+
 def largest(detections: Sequence[Detection]) -> Optional[Detection]:
     return max(detections, key=lambda d: d.box.area) if detections else None
 
@@ -200,7 +209,7 @@ def cli(folder: Path, labels_csv: Optional[Path], bundles: tuple[str, ...], dete
         raise FerEdgeError(f"{folder}: photo folder not found")
     photos = read_labels(folder, labels_csv)[:limit]
     runtime = find_runtime()
-    loaded = [(Path(b).name if Path(b).exists() else b, load_bundle(b)) for b in bundles]
+    loaded = [(bundle_name(b), load_bundle(b)) for b in bundles]
     classes = loaded[0][1].classes
     if any(b.classes != classes for _, b in loaded):
         raise FerEdgeError("the bundles compared must share one class list")

@@ -95,8 +95,16 @@ def check_mac_budget(model, path: Path) -> None:
               help="Fit one temperature on PublicTest by NLL and fold it into the model before the softmax.")
 @click.option("--calibration-test-split", default="test", show_default=True,
               help="Split reported before/after calibration (never used to fit; test = PrivateTest).")
+# The device's face crop written into the bundle's preprocess.json (issue 42)
+@click.option("--crop", type=click.Choice(["box", "aligned"]), default="box", show_default=True,
+              help="Device face crop: the detector's box with the run's margin, or aligned on the landmarks to "
+                   "FER2013's template.")
+@click.option("--level-eyes/--keep-roll", default=True, show_default=True,
+              help="Aligned crop: rotate the eyes level, or scale and shift only.")
+@click.option("--landmarks", "landmarks_path", type=click.Path(path_type=Path), default=None,
+              help="Template for --crop aligned (default: the package's landmarks_fer2013.json).")
 def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_drop, out, bundle, archive,
-        no_detector, threads, calibrate, calibration_test_split) -> None:
+        no_detector, threads, calibrate, calibration_test_split, crop, level_eyes, landmarks_path) -> None:
     """Convert a trained model (a .keras file or a fer-train run folder) to TFLite.
 
     Scores the Keras model and each TFLite model on --split through the device's
@@ -112,6 +120,10 @@ def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_d
     modes = list(dict.fromkeys(("int8", "float16", "dynamic", "float32") if all_modes else (modes or ("int8",))))
     model_path = resolve_model(model)
     classes, spec, args = run_facts(model_path)
+    if crop == "aligned":
+        from fer_edge.convert.template import load_template
+
+        spec = spec.aligned(load_template(landmarks_path), level_eyes=level_eyes)
     data_path = data or (Path(args["data"]) if args.get("data") else default_data_dir())
     labels = labels or args.get("labels", "fer2013")
     if not data_path.exists():
@@ -222,7 +234,8 @@ def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_d
             files: dict = {}
             if "temperature_scaling" in report:
                 model_info["temperature"] = report["temperature_scaling"]["temperature"]
-                files["reliability.png"] = out_dir / report["temperature_scaling"]["plot"]
+                plot = report["temperature_scaling"]["plot"]
+                files[plot] = out_dir / plot  # the name accuracy.md links to
             folder = build_bundle(out_dir / "bundle", tflite_path, mode, classes, spec, report, md, versions(),
                                   model_info, archive=archive, with_detector=not no_detector,
                                   extra_files=files)
