@@ -88,7 +88,11 @@ def check_mac_budget(model, path: Path) -> None:
 @click.option("--bundle/--no-bundle", default=True, show_default=True,
               help="Write a deployment bundle from the first mode (int8 when converted).")
 @click.option("--archive", is_flag=True, help="Also write the bundle as a .tar.gz.")
-@click.option("--no-detector", is_flag=True, help="Bundle without the BlazeFace detector.")
+@click.option("--no-detector", is_flag=True, help="Bundle without face detectors (YuNet, BlazeFace).")
+# Face detectors in the bundle (issue 41): where YuNet comes from.
+@click.option("--yunet-model", type=click.Path(path_type=Path), default=None,
+              help="YuNet .onnx to bundle as the default detector (default: the packaged bundle's; "
+                   "e.g. ../shared/models/yunet/yunet_s_640_640.onnx).")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="TFLite threads for the check.")
 # Confidence calibration (temperature scaling, issue 42)
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
@@ -104,7 +108,8 @@ def check_mac_budget(model, path: Path) -> None:
 @click.option("--landmarks", "landmarks_path", type=click.Path(path_type=Path), default=None,
               help="Template for --crop aligned (default: the package's landmarks_fer2013.json).")
 def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_drop, out, bundle, archive,
-        no_detector, threads, calibrate, calibration_test_split, crop, level_eyes, landmarks_path) -> None:
+        no_detector, yunet_model, threads, calibrate, calibration_test_split, crop, level_eyes,
+        landmarks_path) -> None:
     """Convert a trained model (a .keras file or a fer-train run folder) to TFLite.
 
     Scores the Keras model and each TFLite model on --split through the device's
@@ -129,9 +134,9 @@ def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_d
     if not data_path.exists():
         raise FerEdgeError(f"{data_path}: dataset not found")
     if bundle and not no_detector:
-        from fer_edge.convert.build import find_blazeface
+        from fer_edge.convert.build import detector_entries
 
-        find_blazeface()  # fail early, before minutes of conversion
+        detector_entries(yunet_model)  # fail early, before minutes of conversion
     click.echo(f"loading {data_path} ({labels} labels)...")
     dataset = load_dataset(data_path, labels=labels, ferplus=args.get("ferplus"),
                            eight_classes=bool(args.get("eight_classes")))
@@ -238,7 +243,7 @@ def cli(model, modes, all_modes, data, labels, calib_samples, seed, split, max_d
                 files[plot] = out_dir / plot  # the name accuracy.md links to
             folder = build_bundle(out_dir / "bundle", tflite_path, mode, classes, spec, report, md, versions(),
                                   model_info, archive=archive, with_detector=not no_detector,
-                                  extra_files=files)
+                                  yunet_model=yunet_model, extra_files=files)
             click.echo(f"bundle: {folder}" + (f" (+ {folder.name}.tar.gz)" if archive else ""))
     if failed:
         raise SystemExit(1)

@@ -26,7 +26,7 @@ import click
 
 from fer_edge import __version__
 from fer_edge.cli_util import quiet_native_logs, run_cli
-from fer_edge.device.detect import DETECTORS, DetectorOptions
+from fer_edge.device.detect import DEFAULT_OPTIONS, DETECTORS, default_options, resolve_detector
 from fer_edge.device.info import default_threads, device_facts, format_facts
 from fer_edge.device.runtime import RUNTIMES
 from fer_edge.errors import FerEdgeError
@@ -38,6 +38,11 @@ log = logging.getLogger("fer_edge.device")
 def _say(message: str) -> None:
     """Status lines go to stderr, so stdout stays clean for ``--json`` results."""
     click.echo(f"fer-device: {message}", err=True)
+
+
+def _defaults(field: str) -> str:
+    """One detector option's default per detector, for --help (e.g. ``yunet 0.6, blazeface 0.6, haar 0.6``)."""
+    return ", ".join(f"{kind} {getattr(DEFAULT_OPTIONS[kind], field)}" for kind in DETECTORS)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -64,16 +69,17 @@ def cli() -> None:
 @click.option("--duration", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="Stop after this many seconds.")
 @click.option("--loop", is_flag=True, help="Replay a video file, image folder or the demo until stopped.")
-@click.option("--detector", type=click.Choice(DETECTORS), default="blazeface", show_default=True,
-              help="Face detector: BlazeFace from the bundle, OpenCV Haar cascade, or OpenCV YuNet.")
+@click.option("--detector", type=click.Choice(("auto",) + DETECTORS), default="auto", show_default=True,
+              help="Face detector: auto = the bundle's default (YuNet in the shipped bundle; BlazeFace in "
+                   "bundles that ship only it), YuNet or BlazeFace from the bundle, or OpenCV's Haar cascade.")
 @click.option("--detector-model", type=click.Path(path_type=Path), default=None,
-              help="BlazeFace .tflite instead of the bundle's, a Haar cascade .xml, or YuNet's .onnx (required).")
-@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=DetectorOptions.min_confidence,
-              show_default=True, help="Face detection score threshold.")
-@click.option("--min-face", type=click.IntRange(min=1), default=DetectorOptions.min_face, show_default=True,
-              help="Smallest face side, in detection-frame pixels.")
-@click.option("--max-faces", type=click.IntRange(min=1), default=DetectorOptions.max_faces, show_default=True,
-              help="Most faces classified per frame (the highest-scoring ones).")
+              help="YuNet .onnx or BlazeFace .tflite instead of the bundle's, or a Haar cascade .xml.")
+@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=None,
+              help=f"Face detection score threshold [default: {_defaults('min_confidence')}].")
+@click.option("--min-face", type=click.IntRange(min=1), default=None,
+              help=f"Smallest face side, in frame pixels [default: {_defaults('min_face')}].")
+@click.option("--max-faces", type=click.IntRange(min=1), default=None,
+              help=f"Most faces classified per frame, the highest-scoring ones [default: {_defaults('max_faces')}].")
 @click.option("--smoothing", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5, show_default=True,
               help="Weight of the newest frame in each face's probability average.")
 @click.option("--no-smooth", is_flag=True, help="Report each frame's own probabilities (no averaging).")
@@ -101,7 +107,7 @@ def run(
     bundle: Optional[Path], runtime: Optional[str], threads: Optional[int], source: str,
     resolution: Optional[str], lores: Optional[str], fps: Optional[float], max_frames: Optional[int],
     duration: Optional[float], loop: bool, detector: str, detector_model: Optional[Path],
-    min_confidence: float, min_face: int, max_faces: int, smoothing: float, no_smooth: bool,
+    min_confidence: Optional[float], min_face: Optional[int], max_faces: Optional[int], smoothing: float, no_smooth: bool,
     headless: bool, log_path: Optional[Path], log_format: str, save_video: Optional[Path], as_json: bool,
     reconnect_timeout: float, min_emotion_confidence: float = 0.0,
 ) -> int:
@@ -131,7 +137,8 @@ def run(
     rt = find_runtime(runtime)
     verified = load_bundle(bundle)
     stop = StopFlag()
-    options = DetectorOptions(min_confidence=min_confidence, min_face=min_face, max_faces=max_faces)
+    detector = resolve_detector(detector, verified)
+    options = default_options(detector, min_confidence=min_confidence, min_face=min_face, max_faces=max_faces)
     with open_source(source, size, fps, loop=loop, need_image=window or save_video is not None,
                      reconnect_timeout=reconnect_timeout, stop=stop, lores=lores_size) as src:
         pipeline = Pipeline.from_bundle(verified, detector, detector_model, options, threads=threads, runtime=rt,

@@ -1,8 +1,13 @@
 """Face detectors with one interface: grayscale frame in, a tuple of `Detection` out.
 
-Three back-ends, chosen with ``fer-device run --detector``:
+Three back-ends, chosen with ``fer-device run --detector`` (``auto``, the
+default, takes the bundle's default, the first of its ``detectors``):
 
-``blazeface`` (default)
+``yunet`` (the shipped bundle's default)
+    OpenCV's `cv2.FaceDetectorYN` running YuNet-s, whose ONNX file the bundle
+    ships; sees faces from close-ups down to ~16 pixels, people 1-4 m from a
+    640x480 camera. See `YuNetDetector`.
+``blazeface``
     MediaPipe's BlazeFace short-range model shipped in the bundle, run on the
     TFLite runtime. Its raw outputs are 896 anchor-relative boxes and scores;
     this module generates the SSD anchors and decodes them itself and applies
@@ -12,21 +17,19 @@ Three back-ends, chosen with ``fer-device run --detector``:
     OpenCV's Viola-Jones cascade (`cv2.CascadeClassifier`), present in
     OpenCV 4.x wheels with their cascade files; absent from OpenCV 5. No model
     to run, fast on big faces, but gives no calibrated confidence.
-``yunet``
-    OpenCV's `cv2.FaceDetectorYN`; needs the ONNX model file
-    (``face_detection_yunet_2023mar.onnx`` from opencv_zoo) given as a path.
 
 Every detector takes the *grayscale* frame because that is what the
 picamera2 lores stream gives for free (its Y plane), and applies the same
-filters: confidence threshold, minimum face side in pixels, at most
-`max_faces` faces (highest score first). Set-up (model load, anchors,
+filters: confidence threshold, minimum face side in frame pixels, at most
+`max_faces` faces (highest score first); `default_options` holds each one's
+defaults. Set-up (model load, anchors,
 buffers) happens once in ``__init__``; ``__call__`` runs per frame.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
@@ -39,23 +42,43 @@ from fer_edge.device.runtime import Runtime, TFLiteModel
 from fer_edge.errors import FerEdgeError
 from fer_edge.preprocess import InputEncoder, PreprocessSpec, dequantize
 
-DETECTORS: tuple[str, ...] = ("blazeface", "haar", "yunet")
+DETECTORS: tuple[str, ...] = ("yunet", "blazeface", "haar")
+#: What ``--detector auto`` means when the bundle does not say (bundles list their default first).
+DEFAULT_DETECTOR = "yunet"
+#: YuNet runs on the frame shrunk to this longer side (0: as it comes); chosen with ``fer-bench detect``.
+YUNET_MAX_SIDE = 640
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 
 
 @dataclass(frozen=True)
 class DetectorOptions:
-    """Filters every detector applies; defaults suit a 640x480 frame at arm's length.
+    """Filters every detector applies; the defaults are YuNet's (the default detector), for a room.
 
-    `min_confidence` is 0.6 rather than MediaPipe's 0.5 to cut weak face-like
-    shapes on grayscale input. It is not a cure: on the built-in demo clip the
-    spacesuit collar scores up to 0.71 while the real face scores 0.61 and up.
+    Tuned with ``fer-bench detect`` (docs/benchmarks-detect.md): see
+    `DEFAULT_OPTIONS` for the other detectors' own. `max_faces` allows a
+    roomful of people; each face costs one classifier run.
     """
 
     min_confidence: float = 0.6
-    min_face: int = 24
-    max_faces: int = 5
+    min_face: int = 16
+    max_faces: int = 10
     nms_iou: float = 0.3
+
+
+#: Each detector's defaults, tuned with ``fer-bench detect`` (see docs/benchmarks-detect.md).
+#: BlazeFace keeps 0.6 rather than MediaPipe's 0.5 to cut weak face-like shapes on grayscale input (not a
+#: cure: on the built-in demo clip the spacesuit collar scores up to 0.71, the real face 0.61 and up).
+DEFAULT_OPTIONS: dict[str, DetectorOptions] = {
+    "yunet": DetectorOptions(),
+    "blazeface": DetectorOptions(min_confidence=0.6, min_face=24),
+    "haar": DetectorOptions(min_face=24),
+}
+
+
+def default_options(kind: str, **overrides: object) -> DetectorOptions:
+    """The defaults of detector `kind`, with any non-None `overrides` (``min_confidence=...``) applied."""
+    base = DEFAULT_OPTIONS.get(kind, DetectorOptions())
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 class Detector(Protocol):
@@ -324,39 +347,108 @@ class HaarDetector:
 
 
 class YuNetDetector:
-    """OpenCV's YuNet (`cv2.FaceDetectorYN`). Needs its ONNX model file; takes BGR, so gray is expanded once per frame."""
+    """OpenCV's YuNet (`cv2.FaceDetectorYN`) on the frame, shrunk to `max_side` pixels first if it is bigger.
+
+    YuNet is fully convolutional: it runs at whatever size it is given, so
+    unlike a 128x128 letterboxed BlazeFace it keeps the small faces of a
+    room-sized view. Its cost grows with the pixel count, hence `max_side`:
+    frames with a longer side above it are shrunk (INTER_AREA) into a buffer
+    allocated once, and the boxes and the five landmarks (eyes, nose tip,
+    mouth corners) are mapped back to the frame's pixels, so callers never see
+    the detection size. ``max_side=0`` runs on the frame as it comes.
+
+    YuNet takes BGR, so the grayscale frame is replicated into a reused
+    3-channel buffer. OpenCV's DNN runs on OpenCV's thread pool, which is
+    process-wide: `threads` sets it (`cv2.setNumThreads`), as ``--threads``
+    sets the TFLite interpreters'.
+    """
 
     name = "yunet"
 
-    def __init__(self, model_path: Optional[Path | str], options: DetectorOptions = DetectorOptions()) -> None:
+    def __init__(
+        self,
+        model_path: Optional[Path | str],
+        options: DetectorOptions = DetectorOptions(),
+        threads: Optional[int] = None,
+        max_side: int = 0,
+    ) -> None:
         if model_path is None:
-            raise FerEdgeError("the yunet detector needs its model file: --detector-model "
-                               "face_detection_yunet_2023mar.onnx (from github.com/opencv/opencv_zoo)")
+            raise FerEdgeError("the yunet detector needs its model file: use a bundle that ships one, or give "
+                               "--detector-model yunet.onnx (face_detection_yunet_2023mar.onnx from opencv_zoo)")
         if not hasattr(cv2, "FaceDetectorYN"):
             raise FerEdgeError(f"this OpenCV ({cv2.__version__}) has no FaceDetectorYN: use --detector blazeface")
         model_path = Path(model_path)
         if not model_path.is_file():
             raise FerEdgeError(f"{model_path}: YuNet model file not found")
         self.options = options
+        self.model_path = model_path
+        self.max_side = max_side
+        if threads is not None:
+            cv2.setNumThreads(threads)
         try:
-            self.net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), options.min_confidence,
+            self.net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 240), options.min_confidence,
                                                  options.nms_iou, 5000)
+            # A model that loads but is not YuNet (other outputs or input shape) fails on its first run: try one now.
+            self.net.detect(np.zeros((240, 320, 3), np.uint8))
         except cv2.error as exc:
-            raise FerEdgeError(f"{model_path}: not a usable YuNet model ({str(exc).strip().splitlines()[-1]})") from None
+            raise FerEdgeError(f"{model_path}: not a usable YuNet model ({_cv2_reason(exc)})") from None
         self._bgr: Optional[np.ndarray] = None
+        self._small: Optional[np.ndarray] = None
+        self._frame_shape: tuple[int, int] = (0, 0)
+        self._detect_size: tuple[int, int] = (0, 0)
+        self._back = (1.0, 1.0)
+
+    def detect_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) YuNet runs at for a `width` x `height` frame."""
+        longer = max(width, height)
+        if not self.max_side or longer <= self.max_side:
+            return width, height
+        shrink = self.max_side / longer
+        return max(1, round(width * shrink)), max(1, round(height * shrink))
+
+    def _resize_buffers(self, h: int, w: int) -> None:
+        """Buffers and input size for a new frame size (once per size, not per frame)."""
+        dw, dh = self.detect_size(w, h)
+        self._frame_shape = (h, w)
+        self._detect_size = (dw, dh)
+        self._back = (w / dw, h / dh)
+        self._small = np.empty((dh, dw), np.uint8) if (dw, dh) != (w, h) else None
+        self._bgr = np.empty((dh, dw, 3), np.uint8)
+        self.net.setInputSize((dw, dh))
 
     def __call__(self, gray: np.ndarray) -> tuple[Detection, ...]:
         h, w = gray.shape[:2]
-        if self._bgr is None or self._bgr.shape[:2] != (h, w):
-            self._bgr = np.empty((h, w, 3), np.uint8)
-            self.net.setInputSize((w, h))
-        cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR, dst=self._bgr)
+        if (h, w) != self._frame_shape:
+            self._resize_buffers(h, w)
+        image = gray
+        if self._small is not None:
+            image = cv2.resize(gray, self._detect_size, dst=self._small, interpolation=cv2.INTER_AREA)
+        cv2.cvtColor(image, cv2.COLOR_GRAY2BGR, dst=self._bgr)
         _, faces = self.net.detect(self._bgr)
-        detections = []
-        for f in (faces if faces is not None else ()):
-            points = tuple((float(f[4 + 2 * k]), float(f[5 + 2 * k])) for k in range(5))
-            detections.append(Detection(Box.from_xywh(*f[:4]).clip(w, h), float(f[14]), points))
-        return _keep(detections, self.options)
+        if faces is None:
+            return ()
+        return _keep(yunet_detections(faces, self._back, w, h), self.options)
+
+
+def yunet_detections(faces: np.ndarray, back: tuple[float, float], width: int, height: int) -> list[Detection]:
+    """`cv2.FaceDetectorYN` rows (x, y, w, h, 5 landmark x/y pairs, score) -> `Detection` in frame pixels.
+
+    `back` is the (x, y) factor from the detection size to the frame; boxes
+    are clipped to the `width` x `height` frame, landmarks are not (an eye can
+    sit just outside a clipped box at the border).
+    """
+    sx, sy = back
+    detections = []
+    for f in faces:
+        box = Box.from_xywh(f[0] * sx, f[1] * sy, f[2] * sx, f[3] * sy).clip(width, height)
+        points = tuple((float(f[4 + 2 * k]) * sx, float(f[5 + 2 * k]) * sy) for k in range(5))
+        detections.append(Detection(box, float(f[14]), points))
+    return detections
+
+
+def _cv2_reason(exc: Exception) -> str:
+    """The last line of an OpenCV error, which names the failed check, without its C++ file and line."""
+    return str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- factory
@@ -366,22 +458,34 @@ def make_detector(
     kind: str,
     bundle: Optional[Bundle] = None,
     model_path: Optional[Path | str] = None,
-    options: DetectorOptions = DetectorOptions(),
+    options: Optional[DetectorOptions] = None,
     threads: int = 1,
     runtime: Optional[Runtime] = None,
 ) -> Detector:
-    """Build the detector named `kind` (one of `DETECTORS`).
+    """Build the detector named `kind` (one of `DETECTORS`, or ``auto``: the bundle's default).
 
-    `model_path` overrides the bundle's BlazeFace, names a Haar cascade, or is
-    YuNet's required ONNX file.
+    `model_path` overrides the bundle's model file (BlazeFace .tflite, YuNet
+    .onnx) or names a Haar cascade. `options` default to `default_options`
+    of the kind.
     """
+    kind = resolve_detector(kind, bundle)
+    options = options or default_options(kind)
     if kind == "blazeface":
-        path = model_path or (bundle.detector_path if bundle is not None else None)
+        path = model_path or (bundle.detector_file("blazeface") if bundle is not None else None)
         if path is None:
-            raise FerEdgeError("this bundle has no detector.tflite: give --detector-model or use --detector haar")
+            raise FerEdgeError("this bundle has no BlazeFace detector: give --detector-model or use --detector yunet")
         return BlazeFaceDetector(path, options, threads=threads, runtime=runtime)
     if kind == "haar":
         return HaarDetector(model_path, options)
     if kind == "yunet":
-        return YuNetDetector(model_path, options)
+        path = model_path or (bundle.detector_file("yunet") if bundle is not None else None)
+        return YuNetDetector(path, options, threads=threads, max_side=YUNET_MAX_SIDE)
     raise FerEdgeError(f"unknown detector '{kind}': choose one of {', '.join(DETECTORS)}")
+
+
+def resolve_detector(kind: Optional[str], bundle: Optional[Bundle] = None) -> str:
+    """``auto`` (or None) -> the bundle's default detector (BlazeFace for bundles that ship only it)."""
+    if kind in (None, "auto"):
+        default = bundle.default_detector if bundle is not None else None
+        return default if default in DETECTORS else DEFAULT_DETECTOR
+    return kind

@@ -78,7 +78,8 @@ def bundle_facts(path: Optional[Path | str] = None) -> dict[str, Any]:
     return {
         "path": str(bundle.root), "verified": True, "sha256": bundle.checksum, "classes": list(bundle.classes),
         "model": {k: manifest["model"].get(k) for k in ("file", "mode", "input", "output")},
-        "detector": (manifest.get("detector") or {}).get("kind"),
+        "detector": bundle.default_detector,
+        "detectors": [{k: d.get(k) for k in ("kind", "model", "file", "license", "sha256")} for d in bundle.detectors],
         "accuracy": manifest.get("accuracy"), "files": manifest.get("files", {}),
     }
 
@@ -147,7 +148,9 @@ def format_facts(facts: dict[str, Any]) -> str:
     if b["verified"]:
         lines += [f"bundle:   {b['path']} (verified), sha256 {b['sha256']}",
                   f"          classes: {', '.join(b['classes'])}; model {b['model'].get('mode')}, "
-                  f"detector {b['detector'] or 'none'}"]
+                  f"default detector {b['detector'] or 'none'}"]
+        lines += [f"          detector {d['kind']}: {d['model'] or '?'} ({d['file']}), licence {d['license'] or '?'}"
+                  for d in b.get("detectors", [])]
         if b.get("accuracy"):
             acc = b["accuracy"]
             lines.append(f"          accuracy ({acc.get('split')}): {acc.get('converted_top1', 0):.2%} "
@@ -163,7 +166,7 @@ def format_facts(facts: dict[str, Any]) -> str:
         lines.append("          picamera2: not installed")
     lines += [
         f"opencv:   {ocv['version']}; Haar {'yes' if ocv['haar'] else 'no'}"
-        f" (cascade {ocv['haar_cascade'] or 'not found'}); YuNet {'yes' if ocv['yunet'] else 'no'} (needs a model file)",
+        f" (cascade {ocv['haar_cascade'] or 'not found'}); YuNet {'yes' if ocv['yunet'] else 'no'}",
         f"          GUI {ocv['gui']}, display {'yes' if ocv['display'] else 'no'}; "
         + ", ".join(f"{k} {v}" for k, v in ocv["video_io"].items()),
     ]

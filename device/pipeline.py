@@ -192,7 +192,7 @@ class Pipeline:
     def from_bundle(
         cls,
         bundle: Bundle,
-        detector: str = "blazeface",
+        detector: str = "auto",
         detector_model: Optional[Path | str] = None,
         options: DetectorOptions = DetectorOptions(),
         threads: int = 1,

@@ -6,9 +6,17 @@ Layout (every file but the manifest is listed in it with its SHA-256)::
     emotion.tflite       the emotion model (int8 by default)
     labels.txt           class names, one per line, in output order
     preprocess.json      the contract's PreprocessSpec (size, crop margin, normalisation)
+    detector-yunet.onnx  YuNet-s face detector (OpenCV Zoo MIT / libfacedetection.train Apache-2.0)
+    LICENSE-detector-yunet.txt  its licence
     detector.tflite      BlazeFace short-range (MediaPipe, Apache-2.0)
-    LICENSE-detector.txt the detector's licence
+    LICENSE-detector.txt its licence
     accuracy.json/.md    the conversion's accuracy report
+
+The manifest lists the face detectors under ``detectors``, the default first;
+each entry records its ``kind`` (the ``fer-device run --detector`` name),
+``file``, ``license``, ``license_file``, ``sha256`` and where it came from.
+Bundles written before that list existed carry one BlazeFace entry under
+``detector``; `Bundle.detectors` reads both, so they keep working.
 
 `load_bundle` refuses a bundle with a missing file, a checksum mismatch or an
 unknown format version, naming the file, so a half-copied or edited bundle
@@ -25,7 +33,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from fer_edge.errors import FerEdgeError
 from fer_edge.labels import validate_classes
@@ -38,6 +46,43 @@ MODEL_FILE = "emotion.tflite"
 LABELS_FILE = "labels.txt"
 SPEC_FILE = "preprocess.json"
 DETECTOR_FILE = "detector.tflite"
+
+
+@dataclass(frozen=True)
+class DetectorEntry:
+    """One face detector a bundle ships: what to build it with and under which licence.
+
+    `kind` is the detector's name in ``fer-device run --detector`` (``yunet``,
+    ``blazeface``); `model` names the variant (``yunet-s``,
+    ``blazeface-short-range``).
+    """
+
+    kind: str
+    file: str
+    model: str = ""
+    license: str = ""
+    license_file: str = ""
+    source: str = ""
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def to_manifest(self, sha256: str) -> dict[str, Any]:
+        entry = {"kind": self.kind, "model": self.model, "file": self.file, "sha256": sha256,
+                 "license": self.license, "license_file": self.license_file, "source": self.source}
+        entry.update(self.extra)
+        return {k: v for k, v in entry.items() if v != ""}
+
+
+def _detector_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's detectors, default first; a pre-list bundle's single BlazeFace read as a one-item list."""
+    listed = manifest.get("detectors")
+    if isinstance(listed, list):
+        return [dict(d) for d in listed if isinstance(d, dict) and d.get("file") and d.get("kind")]
+    legacy = manifest.get("detector")
+    if isinstance(legacy, dict) and legacy.get("file"):
+        old_kind = str(legacy.get("kind") or "blazeface-short-range")
+        return [{**legacy, "kind": "blazeface", "model": old_kind,
+                 "license_file": legacy.get("license_file", "LICENSE-detector.txt")}]
+    return []
 
 
 def sha256_of(path: Path) -> str:
@@ -62,9 +107,27 @@ class Bundle:
         return self.root / self.manifest["model"]["file"]
 
     @property
+    def detectors(self) -> list[dict[str, Any]]:
+        """Manifest entries of the shipped face detectors, the default first (see the module docstring)."""
+        return _detector_entries(self.manifest)
+
+    @property
+    def default_detector(self) -> Optional[str]:
+        """The kind of the bundle's default detector (its first), or None if it ships none."""
+        entries = self.detectors
+        return entries[0]["kind"] if entries else None
+
+    def detector_file(self, kind: str) -> Optional[Path]:
+        """The model file of the shipped detector of `kind`, or None if the bundle has none."""
+        for entry in self.detectors:
+            if entry["kind"] == kind:
+                return self.root / entry["file"]
+        return None
+
+    @property
     def detector_path(self) -> Optional[Path]:
-        detector = self.manifest.get("detector")
-        return self.root / detector["file"] if detector else None
+        """The BlazeFace model file (kept for callers written before bundles held several detectors)."""
+        return self.detector_file("blazeface")
 
     @property
     def checksum(self) -> str:
@@ -110,14 +173,19 @@ def write_bundle(
     model_info: dict[str, Any],
     detector: Optional[Path] = None,
     detector_info: Optional[dict[str, Any]] = None,
+    detectors: Sequence[tuple[Path, DetectorEntry]] = (),
     extra_files: Optional[dict[str, Path | str | bytes]] = None,
     extra_manifest: Optional[dict[str, Any]] = None,
     archive: bool = False,
 ) -> Path:
     """Write a bundle folder atomically (built beside `out_dir`, then renamed into place).
 
-    `extra_files` maps a bundle file name to a source path, text or bytes
-    (licences, reports). Returns the folder, or the ``.tar.gz`` when `archive`.
+    `detectors` are (source file, entry) pairs, the default first; each file
+    is copied in as ``entry.file`` and listed under ``detectors`` with its
+    SHA-256. `detector`/`detector_info` write the older single-BlazeFace
+    ``detector`` entry instead. `extra_files` maps a bundle file name to a
+    source path, text or bytes (licences, reports). Returns the folder, or the
+    ``.tar.gz`` when `archive`.
     """
     classes = validate_classes(classes)
     out_dir = Path(out_dir)
@@ -139,6 +207,14 @@ def write_bundle(
         if detector is not None:
             shutil.copyfile(detector, tmp / DETECTOR_FILE)
             manifest["detector"] = {"file": DETECTOR_FILE, **(detector_info or {})}
+        if detectors:
+            entries = []
+            for source, entry in detectors:
+                if Path(entry.file).name != entry.file:
+                    raise FerEdgeError(f"detector file name {entry.file!r} must be a plain file name")
+                shutil.copyfile(source, tmp / entry.file)
+                entries.append(entry.to_manifest(sha256_of(tmp / entry.file)))
+            manifest["detectors"] = entries
         for name, content in (extra_files or {}).items():
             target = tmp / name
             if isinstance(content, bytes):
@@ -210,6 +286,9 @@ def load_bundle(path: Path | str | None = None, verify: bool = True) -> Bundle:
     for name in (manifest["model"]["file"], manifest.get("labels", LABELS_FILE), manifest.get("preprocess", SPEC_FILE)):
         if name not in files:
             raise FerEdgeError(f"{manifest_path}: {name} is not listed in files")
+    for entry in _detector_entries(manifest):
+        if entry["file"] not in files:
+            raise FerEdgeError(f"{manifest_path}: detector file {entry['file']} is not listed in files")
     if verify:
         for name, expected in files.items():
             file_path = root / name

@@ -99,9 +99,46 @@ def test_shipped_bundle_verifies_and_is_small(tmp_path):
     assert b.classes == FER2013_CLASSES
     assert b.model_path.stat().st_size <= 1_000_000
     assert b.manifest["model"]["input"]["dtype"] == "int8"
-    assert b.manifest["detector"]["license"] == "Apache-2.0"
-    assert (b.root / "LICENSE-detector.txt").exists()
+    # Every detector is listed with its kind, file, licence and checksum; the default (YuNet) first.
+    assert [d["kind"] for d in b.detectors] == ["yunet", "blazeface"]
+    assert b.default_detector == "yunet"
+    for entry in b.detectors:
+        assert entry["license"] and (b.root / entry["license_file"]).is_file()
+        assert entry["sha256"] == b.manifest["files"][entry["file"]]
+    assert b.detectors[0]["sha256"] == "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+    assert b.detector_path == b.root / "detector.tflite"
     copy = shutil.copytree(SHIPPED, tmp_path / "copy")
     (copy / "labels.txt").write_text("a\nb\n")
     with pytest.raises(FerEdgeError, match="labels.txt: checksum mismatch"):
         load_bundle(copy)
+
+
+def test_detector_list_round_trip_and_legacy_entry(tmp_path, bundle_dir):
+    # A pre-list bundle (one "detector" entry) reads as a one-item list: BlazeFace, the default.
+    legacy = load_bundle(bundle_dir)
+    assert legacy.default_detector == "blazeface"
+    assert legacy.detector_file("blazeface") == legacy.detector_path == bundle_dir / "detector.tflite"
+    assert legacy.detector_file("yunet") is None
+    # The list form: files copied under their entry names, checksums recorded in the entry and in files.
+    from fer_edge.bundle import DetectorEntry
+
+    onnx, tflite = tmp_path / "y.onnx", tmp_path / "b.tflite"
+    onnx.write_bytes(b"yunet bytes")
+    tflite.write_bytes(b"blazeface bytes")
+    folder = write_bundle(tmp_path / "multi", bundle_dir / "emotion.tflite", ("a", "b"), PreprocessSpec(),
+                          {"mode": "int8"},
+                          detectors=[(onnx, DetectorEntry("yunet", "detector-yunet.onnx", "yunet-s", "MIT",
+                                                          "LICENSE-y.txt")),
+                                     (tflite, DetectorEntry("blazeface", "detector.tflite"))],
+                          extra_files={"LICENSE-y.txt": "licence"})
+    b = load_bundle(folder)
+    assert [d["kind"] for d in b.detectors] == ["yunet", "blazeface"] and b.default_detector == "yunet"
+    assert b.detector_file("yunet").read_bytes() == b"yunet bytes"
+    assert b.detectors[0]["sha256"] == b.manifest["files"]["detector-yunet.onnx"]
+    assert b.detectors[0]["license"] == "MIT" and "license" not in b.detectors[1]
+    # A listed detector file that is missing from the file list is refused.
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest["files"]["detector-yunet.onnx"]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(FerEdgeError, match="detector file detector-yunet.onnx is not listed"):
+        load_bundle(folder)
