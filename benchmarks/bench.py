@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from fer_edge import __version__
-from fer_edge.bundle import Bundle, load_bundle
+from fer_edge.bundle import Bundle, load_bundle, resolve_bundle
 from fer_edge.device.classify import EmotionClassifier, FacePreprocessor
 from fer_edge.device.detect import DETECTORS, DetectorOptions
 from fer_edge.device.info import cpu_facts
@@ -77,7 +77,7 @@ class ModelChoice:
         name, sep, value = text.partition("=")
         if not sep:
             name, value = "", text
-        path = Path(value).expanduser()
+        path = resolve_bundle(Path(value).expanduser())  # a shipped bundle's name (fer2013, ferplus) too
         if not path.exists():
             raise FerEdgeError(f"--model {text}: {path} not found")
         if path.is_dir() or path.name.endswith((".tar.gz", ".tgz")):

@@ -135,6 +135,21 @@ def tradeoff(labels: np.ndarray, probs: np.ndarray, thresholds: Sequence[float] 
     return rows
 
 
+def test_split_tradeoff(bundle: Bundle, data_dir: Path, runtime) -> dict[str, Any]:
+    """The trade-off on PrivateTest of the bundle's own label set (FER2013 or FER+ majority), 48x48 faces as given."""
+    from fer_edge.convert.calibrate import calibration_metrics
+    from fer_edge.convert.check import tflite_probabilities
+    from fer_edge.train.data import load_dataset
+
+    label_set = bundle.manifest["model"].get("label_set", "fer2013")
+    test = load_dataset(data_dir, labels=label_set).split("test")
+    probs = tflite_probabilities(bundle.model_path, test.images, bundle.spec, runtime=runtime, desc="PrivateTest")
+    probs /= np.maximum(probs.sum(axis=1, keepdims=True), 1e-6)  # as the device renormalises
+    metrics = calibration_metrics(probs, test.labels)
+    return {"label_set": label_set, "faces": int(len(test)), "top1": metrics["top1"], "ece": metrics["ece"],
+            "table": tradeoff(test.labels, probs)}
+
+
 def run(photos: list[tuple[Path, str]], models: list[ModelPath], detectors: dict[str, Any],
         crops: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, list[float]]]:
     """Probabilities per (model, detector, crop) key for every photo (NaN rows where no face was found)."""
@@ -177,6 +192,11 @@ def markdown(result: dict[str, Any]) -> str:
         cells = [f"{recall[c][0]}/{recall[c][1]}" if c in recall else "-" for c in classes]
         lines.append(f"| {row['model']} | {row['detector']} | {row['crop']} | {row['accuracy']:.1%} | "
                      f"{row['mean_recall']:.1%} | {row['no_face']:.1%} | " + " | ".join(cells) + " |")
+    for name, test in result.get("privatetest", {}).items():
+        lines += ["", f"Uncertain threshold on PrivateTest ({test['faces']} faces, {test['label_set']} labels), {name}: "
+                      f"top-1 {test['top1']:.1%}, ECE {test['ece']:.3f}", "",
+                  "| threshold | coverage | accuracy on covered |", "|---|---|---|"]
+        lines += [f"| {r['threshold']:.1f} | {r['coverage']:.1%} | {r['accuracy']:.1%} |" for r in test["table"]]
     for name, table in result["tradeoff"].items():
         lines += ["", f"Uncertain threshold (`--min-emotion-confidence`), {name}:", "",
                   "| threshold | coverage | accuracy on covered |", "|---|---|---|"]
@@ -197,9 +217,12 @@ def markdown(result: dict[str, Any]) -> str:
 @click.option("--detector-model", type=click.Path(path_type=Path), default=None,
               help="YuNet .onnx when the first bundle ships none.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="First N photos only (a quick look).")
+@click.option("--fer2013", "fer2013_dir", type=click.Path(path_type=Path), default=None,
+              help="FER2013 folder for the PrivateTest trade-off (default: ../shared/data/fer2013 if present).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/results/faces"), show_default=True)
 def cli(folder: Path, labels_csv: Optional[Path], bundles: tuple[str, ...], detectors: tuple[str, ...],
-        crops: tuple[str, ...], detector_model: Optional[Path], limit: Optional[int], out: Path) -> None:
+        crops: tuple[str, ...], detector_model: Optional[Path], limit: Optional[int], fer2013_dir: Optional[Path],
+        out: Path) -> None:
     """Accuracy of each model x detector x crop on a labelled photo folder, in one run."""
     import sys
 
@@ -234,6 +257,9 @@ def cli(folder: Path, labels_csv: Optional[Path], bundles: tuple[str, ...], dete
               "command": "python -m fer_edge.benchmarks.faces " + " ".join(sys.argv[1:]),
               "face_height_px": {d: {"median": float(np.median(h)) if h else None} for d, h in heights.items()},
               "rows": rows, "tradeoff": table}
+    fer2013_dir = fer2013_dir or DEFAULT_FOLDER.parent / "fer2013"
+    if fer2013_dir.exists():
+        result["privatetest"] = {m.name: test_split_tradeoff(m.bundle, fer2013_dir, runtime) for m in models}
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "faces.json", json.dumps(result, indent=2) + "\n")
     md = markdown(result)
