@@ -142,3 +142,36 @@ def test_detector_list_round_trip_and_legacy_entry(tmp_path, bundle_dir):
     (folder / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(FerEdgeError, match="detector file detector-yunet.onnx is not listed"):
         load_bundle(folder)
+
+
+# --------------------------------------------------------------------------- crops and shipped names (issue 42)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_round_trip_with_and_without_the_aligned_crop(tmp_path, aligned):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"\x00TFL3 fake model bytes")
+    spec = PreprocessSpec(crop_margin=0.3)
+    if aligned:
+        spec = spec.aligned([(14.6, 18.3), (32.8, 18.3), (23.2, 28.4), (23.8, 36.7)], level_eyes=False)
+    folder = write_bundle(tmp_path / "b", model, ("a", "b"), spec, {"mode": "int8"}, archive=True)
+    loaded = load_bundle(folder)
+    assert loaded.spec == spec
+    written = json.loads((tmp_path / "b" / "preprocess.json").read_text())
+    assert ("crop" in written) == aligned  # a box-crop bundle's preprocess.json is as it always was
+    if aligned:
+        assert written["crop"] == "aligned" and written["level_eyes"] is False and len(written["landmarks"]) == 4
+
+
+def test_shipped_bundles_by_name_and_a_path_of_that_name_wins(tmp_path, monkeypatch):
+    from fer_edge.bundle import DEFAULT_BUNDLE, SHIPPED_BUNDLES, resolve_bundle, shipped_bundle_path
+
+    assert set(SHIPPED_BUNDLES) == {"fer2013", "ferplus"} and DEFAULT_BUNDLE in SHIPPED_BUNDLES
+    for name in SHIPPED_BUNDLES:
+        assert load_bundle(name).root == shipped_bundle_path(name)
+    assert load_bundle().root == shipped_bundle_path(DEFAULT_BUNDLE)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ferplus").mkdir()
+    assert resolve_bundle("ferplus") == tmp_path.joinpath("ferplus").relative_to(tmp_path)
+    with pytest.raises(FerEdgeError, match="manifest.json: missing"):
+        load_bundle("ferplus")
