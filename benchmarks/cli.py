@@ -24,7 +24,7 @@ import click
 
 from fer_edge import __version__
 from fer_edge.cli_util import quiet_native_logs, run_cli, unique_run_dir
-from fer_edge.device.detect import DETECTORS, DetectorOptions
+from fer_edge.device.detect import DETECTORS, resolve_detector
 from fer_edge.device.runtime import RUNTIMES
 from fer_edge.errors import FerEdgeError
 
@@ -82,8 +82,8 @@ def parse_detector_models(values: tuple[str, ...], detectors: list[str]) -> dict
                    "(default: the bundle's model, named by its mode, e.g. int8).")
 @click.option("--threads", default=None,
               help="Comma list of interpreter thread counts (default 1,2,4 capped at the cores).")
-@click.option("--detector", "detectors", default="blazeface", show_default=True,
-              help=f"Comma list of detectors ({', '.join(DETECTORS)}).")
+@click.option("--detector", "detectors", default="auto", show_default=True,
+              help=f"Comma list of detectors ({', '.join(DETECTORS)}; auto = the bundle's default).")
 @click.option("--detector-model", "detector_models", multiple=True, metavar="[DETECTOR=]PATH",
               help="Model file for a detector (YuNet's .onnx, a Haar .xml, another BlazeFace).")
 @click.option("--resolution", "resolutions", default=None,
@@ -94,10 +94,10 @@ def parse_detector_models(values: tuple[str, ...], detectors: list[str]) -> dict
               help="Frames run first and not timed, per variant.")
 @click.option("--sinks", default="draw,log", show_default=True,
               help="What runs after tracking: draw (annotate the frame), log (JSON Lines to a scratch file), or none.")
-@click.option("--max-faces", type=click.IntRange(min=1), default=DetectorOptions.max_faces, show_default=True,
-              help="Most faces classified per frame.")
-@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=DetectorOptions.min_confidence,
-              show_default=True, help="Face detection score threshold.")
+@click.option("--max-faces", type=click.IntRange(min=1), default=None,
+              help="Most faces classified per frame (default: the detector's own, see fer-device run --help).")
+@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Face detection score threshold (default: the detector's own).")
 @click.option("--face-image", type=click.Path(path_type=Path), default=None,
               help="Photo of one face for the synthetic input (default: the astronaut photo from scikit-image).")
 @click.option("--accuracy-data", type=click.Path(path_type=Path), default=None,
@@ -129,7 +129,7 @@ def compare(a: Path, b: Path) -> None:
 def bench(
     source: str, bundle: Optional[Path], models: tuple[str, ...], threads: Optional[str], detectors: str,
     detector_models: tuple[str, ...], resolutions: Optional[str], faces: str, frames: int, warmup: int, sinks: str,
-    max_faces: int, min_confidence: float, face_image: Optional[Path], accuracy_data: Optional[Path],
+    max_faces: Optional[int], min_confidence: Optional[float], face_image: Optional[Path], accuracy_data: Optional[Path],
     accuracy_split: str, accuracy_limit: Optional[int], runtime: Optional[str], out: Optional[Path], name: str,
     no_plots: bool, no_progress: bool,
 ) -> None:
@@ -160,13 +160,14 @@ def bench(
             _say(f"more threads than the {cores} usable cores: expect no gain past {cores}")
     else:
         thread_list = b.default_thread_counts(cores)
-    if synthetic and max(face_list) > max_faces:  # type: ignore[type-var]
+    if synthetic and max_faces is not None and max(face_list) > max_faces:  # type: ignore[type-var]
         _say(f"--faces {max(face_list)} is more than --max-faces {max_faces}: only {max_faces} are classified")
     if out is not None and out.exists() and not out.is_dir():
         raise FerEdgeError(f"--out {out}: not a folder")
 
     rt = find_runtime(runtime)
     verified = load_bundle(bundle)
+    detector_list = list(dict.fromkeys(resolve_detector(d, verified) for d in detector_list))
     model_list = [b.ModelChoice.parse(m) for m in models] or [b.ModelChoice.from_bundle(verified)]
     tile = None
     if face_image is not None:
@@ -174,7 +175,7 @@ def bench(
     config = b.BenchConfig(
         source=source, frames=frames, warmup=warmup, sinks=tuple(sink_list),
         detector_models=parse_detector_models(detector_models, detector_list),
-        options=DetectorOptions(min_confidence=min_confidence, max_faces=max_faces), face_tile=tile,
+        option_overrides={"min_confidence": min_confidence, "max_faces": max_faces}, face_tile=tile,
         accuracy_data=accuracy_data, accuracy_split=accuracy_split, accuracy_limit=accuracy_limit,
     )
     variants = b.make_variants(model_list, detector_list, res_list, face_list, thread_list)

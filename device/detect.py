@@ -4,7 +4,7 @@ Three back-ends, chosen with ``fer-device run --detector`` (``auto``, the
 default, takes the bundle's default, the first of its ``detectors``):
 
 ``yunet`` (the shipped bundle's default)
-    OpenCV's `cv2.FaceDetectorYN` running YuNet-s, whose ONNX file the bundle
+    OpenCV's `cv2.FaceDetectorYN` running YuNet-n, whose ONNX file the bundle
     ships; sees faces from close-ups down to ~16 pixels, people 1-4 m from a
     640x480 camera. See `YuNetDetector`.
 ``blazeface``
@@ -59,7 +59,7 @@ class DetectorOptions:
     roomful of people; each face costs one classifier run.
     """
 
-    min_confidence: float = 0.6
+    min_confidence: float = 0.8
     min_face: int = 16
     max_faces: int = 10
     nms_iou: float = 0.3
@@ -178,11 +178,11 @@ class BlazeFaceDetector:
     def __init__(
         self,
         model_path: Path | str,
-        options: DetectorOptions = DetectorOptions(),
+        options: Optional[DetectorOptions] = None,
         threads: int = 1,
         runtime: Optional[Runtime] = None,
     ) -> None:
-        self.options = options
+        self.options = options or DEFAULT_OPTIONS["blazeface"]
         self.model = TFLiteModel(model_path, threads=threads, runtime=runtime)
         shape = self.model.input.shape
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
@@ -312,11 +312,11 @@ class HaarDetector:
     def __init__(
         self,
         cascade_path: Optional[Path | str] = None,
-        options: DetectorOptions = DetectorOptions(),
+        options: Optional[DetectorOptions] = None,
         min_neighbors: int = 5,
         max_side: int = 320,
     ) -> None:
-        self.options = options
+        self.options = options or DEFAULT_OPTIONS["haar"]
         self.cascade_path = find_haar_cascade(cascade_path)
         self.cascade = cv2.CascadeClassifier(str(self.cascade_path))
         if self.cascade.empty():
@@ -368,7 +368,7 @@ class YuNetDetector:
     def __init__(
         self,
         model_path: Optional[Path | str],
-        options: DetectorOptions = DetectorOptions(),
+        options: Optional[DetectorOptions] = None,
         threads: Optional[int] = None,
         max_side: int = 0,
     ) -> None:
@@ -380,14 +380,14 @@ class YuNetDetector:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise FerEdgeError(f"{model_path}: YuNet model file not found")
-        self.options = options
+        self.options = options or DEFAULT_OPTIONS["yunet"]
         self.model_path = model_path
         self.max_side = max_side
         if threads is not None:
             cv2.setNumThreads(threads)
         try:
-            self.net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 240), options.min_confidence,
-                                                 options.nms_iou, 5000)
+            self.net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 240), self.options.min_confidence,
+                                                 self.options.nms_iou, 5000)
             # A model that loads but is not YuNet (other outputs or input shape) fails on its first run: try one now.
             self.net.detect(np.zeros((240, 320, 3), np.uint8))
         except cv2.error as exc:
