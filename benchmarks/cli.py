@@ -6,6 +6,7 @@
     fer-bench --source 0 --resolution 640x480,1280x720    # a camera
     fer-bench --faces 1,2,4 --resolution 320x240,640x480   # synthetic workload sweep
     fer-bench --compare before/bench.json after/bench.json
+    fer-bench detect --wild-faces ../shared/data/wild-faces   # detector recall by face height (issue 41)
 
 Writes NAME.json (machine-readable), NAME.md and PNG plots into ``--out``
 (default ``runs/bench/NAME[N]``) and prints the summary. The click layer only
@@ -23,7 +24,7 @@ from typing import Any, Optional
 import click
 
 from fer_edge import __version__
-from fer_edge.cli_util import quiet_native_logs, run_cli, unique_run_dir
+from fer_edge.cli_util import DefaultGroup, quiet_native_logs, run_cli, unique_run_dir
 from fer_edge.device.detect import DETECTORS, resolve_detector
 from fer_edge.device.runtime import RUNTIMES
 from fer_edge.errors import FerEdgeError
@@ -201,11 +202,79 @@ def bench(
         raise FerEdgeError("every variant failed (see above)")
 
 
+# Detection benchmark (issue 41): ``fer-bench detect``; plain ``fer-bench ...`` stays the pipeline benchmark.
+class _BenchGroup(DefaultGroup):
+    default_command = "pipeline"
+
+
+@click.group(cls=_BenchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="fer-bench")
+def group() -> None:
+    """Benchmarks of the device pipeline: ``fer-bench [pipeline] ...`` (the default) or ``fer-bench detect``."""
+
+
+@click.command("detect", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--wild-faces", type=click.Path(path_type=Path), default=None,
+              help="The wild-faces folder (labels.csv + images/), e.g. ../shared/data/wild-faces; without it only "
+                   "the photos scikit-image and matplotlib ship are used.")
+@click.option("--faces", type=click.IntRange(min=1), default=300, show_default=True,
+              help="wild-faces photos to sample (fixed seed), each pasted once per height.")
+@click.option("--empty-frames", type=click.IntRange(min=1), default=400, show_default=True,
+              help="Frames without faces for the false-face count.")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle (default: the shipped one).")
+@click.option("--detector", "extra_detectors", multiple=True, metavar="NAME=KIND[:MODEL]",
+              help="Add a detector to the comparison, e.g. yunet-s=yunet:../shared/models/yunet/yunet_s_640_640.onnx.")
+@click.option("--reference-model", type=click.Path(path_type=Path), default=None,
+              help="YuNet .onnx that sets the known face boxes (default: the bundle's YuNet).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--timing-frames", type=click.IntRange(min=5), default=60, show_default=True,
+              help="Detect calls timed per frame size.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for detect.json/.md/.png (default: runs/bench/detect, numbered if taken).")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plot.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def detect_command(wild_faces: Optional[Path], faces: int, empty_frames: int, bundle: Optional[Path],
+                   extra_detectors: tuple[str, ...], reference_model: Optional[Path], seed: int, timing_frames: int,
+                   out: Optional[Path], no_plots: bool, no_progress: bool) -> None:
+    """Recall by face height (16-160 px and frame-filling) in 640x480 frames, false faces per empty frame,
+    emotion accuracy per height and the detect stage's ms, for every detector side by side."""
+    from fer_edge.bundle import load_bundle
+    from fer_edge.device.runtime import find_runtime
+    from fer_edge.benchmarks.detect_bench import (
+        DetectConfig, DetectorSpec, default_specs, run_detect_benchmark, to_markdown, write_detect_report,
+    )
+
+    if wild_faces is not None and not wild_faces.is_dir():
+        raise FerEdgeError(f"--wild-faces {wild_faces}: not a folder")
+    rt = find_runtime()
+    verified = load_bundle(bundle)
+    specs = default_specs(verified)
+    for text in extra_detectors:
+        name, sep, rest = text.partition("=")
+        kind, _, model = rest.partition(":")
+        if not sep or kind not in DETECTORS:
+            raise FerEdgeError(f"--detector {text}: write NAME=KIND[:MODEL] with KIND one of {', '.join(DETECTORS)}")
+        specs.append(DetectorSpec(name, kind, Path(model) if model else None))
+    config = DetectConfig(faces=faces, empty_frames=empty_frames, seed=seed, timing_frames=timing_frames,
+                          wild_faces=wild_faces, reference_model=reference_model)
+    _say(f"{len(specs)} detectors: {', '.join(s.name for s in specs)} | runtime {rt} | 1 thread")
+    report = run_detect_benchmark(verified, specs, config, rt, progress=not no_progress,
+                                  argv=["fer-bench", *sys.argv[1:]])
+    folder = out if out is not None else unique_run_dir(Path("runs") / "bench", "detect")
+    written = write_detect_report(report, folder, plots=not no_plots)
+    click.echo(to_markdown(report))
+    _say(f"report: {written['json']}, {written['markdown']}" + (f", {written['plot']}" if written["plot"] else ""))
+
+
+group.add_command(cli, "pipeline")
+group.add_command(detect_command, "detect")
+
+
 def main() -> None:
     """Console-script entry point (``fer-bench``)."""
     quiet_native_logs()
     logging.basicConfig(level=logging.WARNING, format="fer-bench: %(message)s", stream=sys.stderr)
-    run_cli(cli)
+    run_cli(group)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ buffers) happens once in ``__init__``; ``__call__`` runs per frame.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Protocol, Sequence
@@ -447,8 +448,65 @@ def yunet_detections(faces: np.ndarray, back: tuple[float, float], width: int, h
 
 
 def _cv2_reason(exc: Exception) -> str:
-    """The last line of an OpenCV error, which names the failed check, without its C++ file and line."""
-    return str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+    """What an OpenCV error says went wrong, without its C++ file, line and function."""
+    text = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+    match = re.search(r"error: \([^)]*\) (.*?)(?: in function '[^']*')?$", text)
+    return match.group(1) if match else text
+
+
+# --------------------------------------------------------------------------- stills
+
+
+class StillDetector:
+    """A detector set up for photos: each searched at its own resolution, and padded once when nothing is found.
+
+    A video detector shrinks big frames for speed (`YuNetDetector.max_side`);
+    a photo has time, so it is searched whole, up to `max_side` pixels on its
+    longer side (YuNet's memory grows with the pixel count: a 12-megapixel
+    photo would need gigabytes). A face that fills the photo (a close-up cut
+    at the chin and the hairline) is what detectors trained on scenes miss
+    most, so when the photo gives no face it is searched again with a border
+    of `pad` times its longer side on every side, in the photo's mean grey,
+    where the face becomes a face in a scene. That padded copy is shrunk to
+    `retry_side` pixels (a face filling it is still big), and boxes and
+    landmarks are mapped back to the photo's pixels.
+    """
+
+    def __init__(self, inner: Detector, pad: float = 0.5, max_side: int = 2048, retry_side: int = 640) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.options = inner.options
+        self.pad = pad
+        self.retry_side = retry_side
+        if isinstance(inner, YuNetDetector):
+            inner.max_side = max_side
+        self._canvas: Optional[np.ndarray] = None
+        self.retries = 0  # photos whose face was found only in the padded search
+
+    def __call__(self, gray: np.ndarray) -> tuple[Detection, ...]:
+        found = self.inner(gray)
+        if found or self.pad <= 0:
+            return found
+        h, w = gray.shape[:2]
+        border = max(h, w) * self.pad
+        scale = min(1.0, self.retry_side / (max(h, w) + 2 * border))
+        iw, ih = max(1, round(w * scale)), max(1, round(h * scale))
+        ox, oy = round(border * scale), round(border * scale)
+        shape = (ih + 2 * oy, iw + 2 * ox)
+        if self._canvas is None or self._canvas.shape != shape:
+            self._canvas = np.empty(shape, np.uint8)
+        self._canvas[...] = int(gray.mean())
+        cv2.resize(gray, (iw, ih), dst=self._canvas[oy:oy + ih, ox:ox + iw], interpolation=cv2.INTER_AREA)
+        found = self.inner(self._canvas)
+        if found:
+            self.retries += 1
+        return tuple(_unpad(d, ox, oy, w / iw, h / ih, w, h) for d in found)
+
+
+def _unpad(d: Detection, ox: float, oy: float, sx: float, sy: float, width: int, height: int) -> Detection:
+    """A detection on the padded, shrunk canvas in the photo's own pixels (box clipped to the photo)."""
+    box = d.box.translate(-ox, -oy).scale(sx, sy).clip(width, height)
+    return Detection(box, d.score, tuple(((x - ox) * sx, (y - oy) * sy) for x, y in d.keypoints))
 
 
 # --------------------------------------------------------------------------- factory
