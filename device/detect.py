@@ -4,7 +4,7 @@ Three back-ends, chosen with ``fer-device run --detector`` (``auto``, the
 default, takes the bundle's default, the first of its ``detectors``):
 
 ``yunet`` (the shipped bundle's default)
-    OpenCV's `cv2.FaceDetectorYN` running YuNet-s, whose ONNX file the bundle
+    OpenCV's `cv2.FaceDetectorYN` running YuNet-n, whose ONNX file the bundle
     ships; sees faces from close-ups down to ~16 pixels, people 1-4 m from a
     640x480 camera. See `YuNetDetector`.
 ``blazeface``
@@ -29,6 +29,7 @@ buffers) happens once in ``__init__``; ``__call__`` runs per frame.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Protocol, Sequence
@@ -59,7 +60,7 @@ class DetectorOptions:
     roomful of people; each face costs one classifier run.
     """
 
-    min_confidence: float = 0.6
+    min_confidence: float = 0.8
     min_face: int = 16
     max_faces: int = 10
     nms_iou: float = 0.3
@@ -178,11 +179,11 @@ class BlazeFaceDetector:
     def __init__(
         self,
         model_path: Path | str,
-        options: DetectorOptions = DetectorOptions(),
+        options: Optional[DetectorOptions] = None,
         threads: int = 1,
         runtime: Optional[Runtime] = None,
     ) -> None:
-        self.options = options
+        self.options = options or DEFAULT_OPTIONS["blazeface"]
         self.model = TFLiteModel(model_path, threads=threads, runtime=runtime)
         shape = self.model.input.shape
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
@@ -312,11 +313,11 @@ class HaarDetector:
     def __init__(
         self,
         cascade_path: Optional[Path | str] = None,
-        options: DetectorOptions = DetectorOptions(),
+        options: Optional[DetectorOptions] = None,
         min_neighbors: int = 5,
         max_side: int = 320,
     ) -> None:
-        self.options = options
+        self.options = options or DEFAULT_OPTIONS["haar"]
         self.cascade_path = find_haar_cascade(cascade_path)
         self.cascade = cv2.CascadeClassifier(str(self.cascade_path))
         if self.cascade.empty():
@@ -368,7 +369,7 @@ class YuNetDetector:
     def __init__(
         self,
         model_path: Optional[Path | str],
-        options: DetectorOptions = DetectorOptions(),
+        options: Optional[DetectorOptions] = None,
         threads: Optional[int] = None,
         max_side: int = 0,
     ) -> None:
@@ -380,14 +381,14 @@ class YuNetDetector:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise FerEdgeError(f"{model_path}: YuNet model file not found")
-        self.options = options
+        self.options = options or DEFAULT_OPTIONS["yunet"]
         self.model_path = model_path
         self.max_side = max_side
         if threads is not None:
             cv2.setNumThreads(threads)
         try:
-            self.net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 240), options.min_confidence,
-                                                 options.nms_iou, 5000)
+            self.net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 240), self.options.min_confidence,
+                                                 self.options.nms_iou, 5000)
             # A model that loads but is not YuNet (other outputs or input shape) fails on its first run: try one now.
             self.net.detect(np.zeros((240, 320, 3), np.uint8))
         except cv2.error as exc:
@@ -447,8 +448,65 @@ def yunet_detections(faces: np.ndarray, back: tuple[float, float], width: int, h
 
 
 def _cv2_reason(exc: Exception) -> str:
-    """The last line of an OpenCV error, which names the failed check, without its C++ file and line."""
-    return str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+    """What an OpenCV error says went wrong, without its C++ file, line and function."""
+    text = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+    match = re.search(r"error: \([^)]*\) (.*?)(?: in function '[^']*')?$", text)
+    return match.group(1) if match else text
+
+
+# --------------------------------------------------------------------------- stills
+
+
+class StillDetector:
+    """A detector set up for photos: each searched at its own resolution, and padded once when nothing is found.
+
+    A video detector shrinks big frames for speed (`YuNetDetector.max_side`);
+    a photo has time, so it is searched whole, up to `max_side` pixels on its
+    longer side (YuNet's memory grows with the pixel count: a 12-megapixel
+    photo would need gigabytes). A face that fills the photo (a close-up cut
+    at the chin and the hairline) is what detectors trained on scenes miss
+    most, so when the photo gives no face it is searched again with a border
+    of `pad` times its longer side on every side, in the photo's mean grey,
+    where the face becomes a face in a scene. That padded copy is shrunk to
+    `retry_side` pixels (a face filling it is still big), and boxes and
+    landmarks are mapped back to the photo's pixels.
+    """
+
+    def __init__(self, inner: Detector, pad: float = 0.5, max_side: int = 2048, retry_side: int = 640) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.options = inner.options
+        self.pad = pad
+        self.retry_side = retry_side
+        if isinstance(inner, YuNetDetector):
+            inner.max_side = max_side
+        self._canvas: Optional[np.ndarray] = None
+        self.retries = 0  # photos whose face was found only in the padded search
+
+    def __call__(self, gray: np.ndarray) -> tuple[Detection, ...]:
+        found = self.inner(gray)
+        if found or self.pad <= 0:
+            return found
+        h, w = gray.shape[:2]
+        border = max(h, w) * self.pad
+        scale = min(1.0, self.retry_side / (max(h, w) + 2 * border))
+        iw, ih = max(1, round(w * scale)), max(1, round(h * scale))
+        ox, oy = round(border * scale), round(border * scale)
+        shape = (ih + 2 * oy, iw + 2 * ox)
+        if self._canvas is None or self._canvas.shape != shape:
+            self._canvas = np.empty(shape, np.uint8)
+        self._canvas[...] = int(gray.mean())
+        cv2.resize(gray, (iw, ih), dst=self._canvas[oy:oy + ih, ox:ox + iw], interpolation=cv2.INTER_AREA)
+        found = self.inner(self._canvas)
+        if found:
+            self.retries += 1
+        return tuple(_unpad(d, ox, oy, w / iw, h / ih, w, h) for d in found)
+
+
+def _unpad(d: Detection, ox: float, oy: float, sx: float, sy: float, width: int, height: int) -> Detection:
+    """A detection on the padded, shrunk canvas in the photo's own pixels (box clipped to the photo)."""
+    box = d.box.translate(-ox, -oy).scale(sx, sy).clip(width, height)
+    return Detection(box, d.score, tuple(((x - ox) * sx, (y - oy) * sy) for x, y in d.keypoints))
 
 
 # --------------------------------------------------------------------------- factory

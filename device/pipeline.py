@@ -194,7 +194,7 @@ class Pipeline:
         bundle: Bundle,
         detector: str = "auto",
         detector_model: Optional[Path | str] = None,
-        options: DetectorOptions = DetectorOptions(),
+        options: Optional[DetectorOptions] = None,
         threads: int = 1,
         runtime: Optional[Runtime] = None,
         smoothing: float = 0.5,
@@ -209,6 +209,7 @@ class Pipeline:
         """
         runtime = runtime or find_runtime()
         det = make_detector(detector, bundle, detector_model, options, threads=threads, runtime=runtime)
+        options = det.options  # the detector's own defaults when none were given
         classifier = EmotionClassifier(bundle.model_path, bundle.classes, threads=threads, runtime=runtime,
                                        max_faces=options.max_faces)
         preprocessor = FacePreprocessor(bundle.spec, classifier.input, max_faces=options.max_faces)

@@ -92,8 +92,9 @@ class FaceAnnotator:
     so it is what a viewer sees.
     """
 
-    def __init__(self, color: tuple[int, int, int] = (60, 220, 60)) -> None:
+    def __init__(self, color: tuple[int, int, int] = (60, 220, 60), show_fps: bool = True) -> None:
         self.color = color
+        self.show_fps = show_fps  # off for photos, where a frame rate means nothing
         self._last: Optional[float] = None
         self._fps = 0.0
 
@@ -113,9 +114,11 @@ class FaceAnnotator:
             text = f"{DISPLAY.get(face.label, face.label)} {face.confidence:.0%} #{face.track_id}"
             (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
             ty = y0 - 4 if y0 - th - base - 4 >= 0 else y1 + th + 4
+            if ty + base > image.shape[0]:  # a face filling the photo: the label goes inside the box's top
+                ty = y0 + th + 4
             cv2.rectangle(image, (x0, ty - th - 3), (x0 + tw + 4, ty + base - 1), self.color, cv2.FILLED)
             cv2.putText(image, text, (x0 + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        if self._fps:
+        if self._fps and self.show_fps:
             cv2.putText(image, f"{self._fps:.1f} FPS", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2,
                         cv2.LINE_AA)
 
@@ -430,6 +433,53 @@ class WindowSink:
             cv2.destroyWindow(self.title)
         except cv2.error:
             pass
+
+
+class ImageSaver:
+    """Annotated copies of photos (``--save-images DIR``): ``photo.jpg`` in, ``DIR/photo.jpg`` out.
+
+    The copy keeps the photo's name and format when this OpenCV can write it
+    (`cv2.haveImageWriter`), else gets ``.png`` added (e.g. a GIF). Each is
+    written to a hidden temporary name and renamed into place, so an
+    interrupted run never leaves half an image under a real name. The folder
+    is created if its parent exists.
+    """
+
+    needs_image = True
+    stage = "video"
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise FerEdgeError(f"{self.folder}: cannot save images there: it is a file")
+        parent = self.folder.parent if str(self.folder.parent) else Path(".")
+        if not parent.is_dir():
+            raise FerEdgeError(f"{self.folder}: cannot save images: folder {parent} does not exist")
+        self.folder.mkdir(exist_ok=True)
+        self.written: list[Path] = []
+
+    def target(self, origin: str) -> Path:
+        """Where the annotated copy of `origin` goes."""
+        name = Path(origin).name or "image.png"
+        return self.folder / (name if cv2.haveImageWriter(name) else name + ".png")
+
+    def __call__(self, result: FrameResult) -> None:
+        if result.image is None:
+            return
+        target = self.target(result.origin)
+        part = target.with_name(f".{target.stem}.part{target.suffix}")
+        try:
+            ok = cv2.imwrite(str(part), result.image)
+        except cv2.error:
+            ok = False
+        if not ok:
+            part.unlink(missing_ok=True)
+            raise FerEdgeError(f"{target}: cannot write the annotated image (disk full or no encoder)")
+        os.replace(part, target)
+        self.written.append(target)
+
+    def close(self, summary: Optional[RunSummary] = None) -> None:
+        pass
 
 
 class StillPrinter:

@@ -6,7 +6,7 @@ Layout (every file but the manifest is listed in it with its SHA-256)::
     emotion.tflite       the emotion model (int8 by default)
     labels.txt           class names, one per line, in output order
     preprocess.json      the contract's PreprocessSpec (size, crop margin, normalisation)
-    detector-yunet.onnx  YuNet-s face detector (OpenCV Zoo MIT / libfacedetection.train Apache-2.0)
+    detector-yunet.onnx  YuNet-n face detector (libfacedetection.train, Apache-2.0)
     LICENSE-detector-yunet.txt  its licence
     detector.tflite      BlazeFace short-range (MediaPipe, Apache-2.0)
     LICENSE-detector.txt its licence

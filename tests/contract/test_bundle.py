@@ -105,7 +105,7 @@ def test_shipped_bundle_verifies_and_is_small(tmp_path):
     for entry in b.detectors:
         assert entry["license"] and (b.root / entry["license_file"]).is_file()
         assert entry["sha256"] == b.manifest["files"][entry["file"]]
-    assert b.detectors[0]["sha256"] == "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+    assert b.detectors[0]["sha256"] == "25a606a145a5b6d7271ae138fbd00eba91dad8b83222ae3f2c7ecd0f4a7b0e31"
     assert b.detector_path == b.root / "detector.tflite"
     copy = shutil.copytree(SHIPPED, tmp_path / "copy")
     (copy / "labels.txt").write_text("a\nb\n")
