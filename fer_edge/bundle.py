@@ -142,9 +142,14 @@ SHIPPED_BUNDLES: tuple[str, ...] = ("ferplus", "fer2013")
 DEFAULT_BUNDLE = "ferplus"
 
 
+def package_data_dir() -> Path:
+    """The package's data folder: the shipped bundles (``bundles/NAME``), licence texts, the landmark template."""
+    return Path(__file__).resolve().parent / "data"
+
+
 def shipped_bundle_path(name: str) -> Path:
     """The folder of the shipped bundle `name` (one of `SHIPPED_BUNDLES`)."""
-    return Path(__file__).resolve().parent / "data" / "bundles" / name
+    return package_data_dir() / "bundles" / name
 
 
 def default_bundle_path() -> Path:
