@@ -79,7 +79,8 @@ def parse_detector_models(values: tuple[str, ...], detectors: list[str]) -> dict
 @click.option("--source", default="synthetic", show_default=True,
               help="synthetic (faces composed into frames) | demo | video file | camera index or /dev/videoN | "
                    "picamera2 | stream URL.")
-@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle (default: the shipped one).")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="Bundle: a path or a shipped name, ferplus (default) or fer2013.")
 @click.option("--model", "models", multiple=True, metavar="[NAME=]PATH",
               help="Emotion model to benchmark: a .tflite file or a bundle; repeat to compare "
                    "(default: the bundle's model, named by its mode, e.g. int8).")
@@ -223,7 +224,8 @@ def group() -> None:
               help="wild-faces photos to sample (fixed seed), each pasted once per height.")
 @click.option("--empty-frames", type=click.IntRange(min=1), default=400, show_default=True,
               help="Frames without faces for the false-face count.")
-@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle (default: the shipped one).")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="Bundle: a path or a shipped name, ferplus (default) or fer2013.")
 @click.option("--detector", "extra_detectors", multiple=True, metavar="NAME=KIND[:MODEL]",
               help="Add a detector to the comparison, e.g. yunet-s=yunet:../shared/models/yunet/yunet_s_640_640.onnx.")
 @click.option("--reference-model", type=click.Path(path_type=Path), default=None,

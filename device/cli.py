@@ -199,7 +199,7 @@ def run(
 
 
 @cli.command("info")
-@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle to check (default: shipped).")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle to check: a path or a shipped name, ferplus (default) or fer2013.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info_command(bundle: Optional[Path], as_json: bool) -> None:
     """Runtime, CPU, bundle checksums, cameras and OpenCV facts of this device.
