@@ -78,6 +78,7 @@ def test_tiny_detect_run_writes_table_and_plot(tmp_path, monkeypatch, capsys) ->
         assert set(row["heights"]) == {"16", "20", "24", "32", "48", "64", "96", "160", "fill"}
         assert set(row["detect_ms"]) == {"320x240", "640x480"}
         assert 0 <= row["heights"]["96"]["recall"] <= 1 and row["empty_frames"] == 3
+        assert row["demo"]["frames"] == 150 and 0 <= row["demo"]["frames_with_box_off_face"] <= 150
     # The default detector finds the shipped photos' faces at 96 px (the astronaut at least).
     assert report["detectors"][0]["heights"]["96"]["found"] >= 1
     md = (out / "detect.md").read_text()
