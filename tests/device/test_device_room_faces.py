@@ -220,3 +220,12 @@ def test_detector_options_per_detector() -> None:
     assert DetectorOptions() == DEFAULT_OPTIONS["yunet"]
     assert DEFAULT_OPTIONS["blazeface"].min_confidence < DEFAULT_OPTIONS["yunet"].min_confidence
     assert DEFAULT_OPTIONS["yunet"].max_faces > 5  # a room holds more than five people
+
+
+def test_info_reports_the_detectors() -> None:
+    facts = json.loads(CliRunner().invoke(cli, ["info", "--json"]).output)
+    assert facts["bundle"]["detector"] == "yunet"
+    assert [d["kind"] for d in facts["bundle"]["detectors"]] == ["yunet", "blazeface"]
+    assert facts["bundle"]["detectors"][0]["model"] == "yunet-n" and facts["bundle"]["detectors"][0]["license"]
+    text = CliRunner().invoke(cli, ["info"]).output
+    assert "default detector yunet" in text and "detector yunet: yunet-n (detector-yunet.onnx)" in text
