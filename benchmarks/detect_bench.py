@@ -317,7 +317,7 @@ class DetectorSpec:
         pipeline = Pipeline.from_bundle(bundle, self.kind, self.model, options, threads=1, runtime=runtime,
                                         smoothing=1.0)
         if self.scale is not None and isinstance(pipeline.detector, YuNetDetector):
-            pipeline.detector.scale = self.scale
+            pipeline.detector.scale, pipeline.detector.max_side = self.scale, 0  # exactly that factor, as --detect-scale
         return pipeline
 
 
@@ -339,10 +339,10 @@ def default_specs(bundle: Bundle) -> list[DetectorSpec]:
 
 @dataclass
 class DetectConfig:
-    faces: int = 150
-    empty_frames: int = 400
+    faces: int = 50
+    empty_frames: int = 300
     seed: int = 0
-    timing_frames: int = 60
+    timing_frames: int = 40
     heights: tuple[int | str, ...] = HEIGHTS
     wild_faces: Optional[Path] = None
     reference_model: Optional[Path] = None

@@ -92,3 +92,17 @@ def test_detect_errors_are_one_line(tmp_path, monkeypatch, capsys) -> None:
     code = run_main(main, ["detect", "--detector", "x=mtcnn"], monkeypatch)
     assert code == 2 and "NAME=KIND" in capsys.readouterr().err
     assert Path(tmp_path).is_dir()
+
+
+def test_wild_faces_scoring_on_hand_made_lines() -> None:
+    from fer_edge.benchmarks.wild_faces import score
+
+    lines = [
+        '{"image": "imgs/a.jpg", "faces": [{"box": [0, 0, 10, 10], "label": "sad"}, '
+        '{"box": [0, 0, 50, 50], "label": "happy"}]}',  # the largest face answers: right
+        '{"image": "imgs/b.jpg", "faces": []}',  # no face: wrong
+        '{"image": "imgs/c.jpg", "faces": [{"box": [0, 0, 9, 9], "label": "sad"}]}',  # wrong label
+        "fer-device: a status line, ignored",
+    ]
+    r = score(lines, {"a.jpg": "happy", "b.jpg": "happy", "c.jpg": "angry"})
+    assert r == {"photos": 3, "no_face": 1, "no_face_rate": 1 / 3, "accuracy": 1 / 3}
