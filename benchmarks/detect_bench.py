@@ -11,15 +11,18 @@ in 640x480 frames, at face heights of 16 to 160 pixels and frame-filling
 - **emotion accuracy** per height: each found face goes through the
   pipeline's own crop (`FacePreprocessor`) and the bundle's classifier, via
   `Pipeline.process`, and is scored against the wild-faces label;
-- **detect ms** at 320x240 and 640x480: the median of the detect stage alone.
+- **detect ms** at 320x240 and 640x480: the median of the detect stage alone;
+- **the demo clip** (``--source demo``): frames where a box lands off the
+  astronaut's face, whose box is known in every frame.
 
 Faces: ../shared/data/wild-faces (a fixed-seed sample, see ``--faces``) and
 the photos with faces that scikit-image (astronaut) and matplotlib (Grace
 Hopper) ship. A face's "known box" is where a reference detector (YuNet,
-``--reference-model``, at the photo's full resolution, padded) puts it,
-and the photo is kept only when BlazeFace full-range agrees (its box centre
-inside that box); `FacePhoto` carries it. The face height of a row is that
-box's height in the frame. Backgrounds: the photos without people that
+``--reference-model``, at the photo's full resolution) puts it, and the
+photo is kept only when BlazeFace full-range agrees (its box centre inside
+that box) and the face is whole (`ReferenceBoxes`; most wild-faces photos
+are close-ups cut at the chin or brow, ``--cut-faces`` keeps those too);
+`FacePhoto` carries it. The face height of a row is that box's height in the frame. Backgrounds: the photos without people that
 scikit-image and matplotlib ship.
 
 Frames are made on the fly from a seed per (face, height), so every detector
@@ -161,17 +164,23 @@ def blazeface_full_range() -> Optional[Path]:
 
 
 class ReferenceBoxes:
-    """Known boxes for face photos: YuNet-n at full resolution, confirmed by BlazeFace full-range.
+    """Known boxes for face photos: YuNet at the photo's full resolution, confirmed by BlazeFace full-range.
 
-    The photo is padded by half its size on every side first, so a face that
-    fills a close-up is still found; the box is mapped back. A photo is
-    refused (None) unless exactly one face scores >= 0.8 and BlazeFace
-    full-range puts a face there too: a clean known box, not a guess.
+    A photo is refused (None) unless exactly one face scores >= 0.8 and
+    BlazeFace full-range puts a face there too: a clean known box, not a
+    guess. By default the face must also be whole (its box clear of the
+    photo's edges, so no chin or brow is cut off): pasted small, a face cut
+    by its photo's edge is a face-shaped tile with no head around it, which
+    no camera sees. With `cut_faces` such close-ups are kept; the photo is
+    then padded by half its size first so the detector finds a face that
+    fills it, and the box reaches past the photo's edge.
     """
 
-    def __init__(self, yunet_path: Path, full_range: Optional[Path], runtime: Optional[Runtime]) -> None:
+    def __init__(self, yunet_path: Path, full_range: Optional[Path], runtime: Optional[Runtime],
+                 cut_faces: bool = False) -> None:
         options = DetectorOptions(min_confidence=0.8, min_face=24, max_faces=5)
         self.yunet = YuNetDetector(yunet_path, options, threads=None, max_side=0)
+        self.cut_faces = cut_faces
         self.check = None
         if full_range is not None:
             self.check = make_detector("blazeface", model_path=full_range,
@@ -180,14 +189,16 @@ class ReferenceBoxes:
 
     def __call__(self, gray: np.ndarray) -> Optional[Box]:
         h, w = gray.shape
-        pad = max(h, w) // 2
-        padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-        faces = self.yunet(padded)
+        pad = max(h, w) // 2 if self.cut_faces else 0
+        image = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0) if pad else gray
+        faces = self.yunet(image)
         if len(faces) != 1:
             return None
         box = faces[0].box.translate(-pad, -pad)
+        if not self.cut_faces and (box.x0 < 1 or box.y0 < 1 or box.x1 > w - 1 or box.y1 > h - 1):
+            return None  # the box was clipped at the photo's edge: the face is cut
         if self.check is not None:
-            others = [d.box.translate(-pad, -pad) for d in self.check(padded)]
+            others = [d.box.translate(-pad, -pad) for d in self.check(image)]
             cx, cy = box.center
             if not any(box.x0 <= o.center[0] <= box.x1 and box.y0 <= o.center[1] <= box.y1 and o.x0 <= cx <= o.x1
                        for o in others):
@@ -197,7 +208,11 @@ class ReferenceBoxes:
 
 def load_face_photos(wild_faces: Optional[Path], limit: int, seed: int, reference: ReferenceBoxes,
                      tick: Callable[[], None] = lambda: None) -> tuple[list[FacePhoto], dict[str, int]]:
-    """The face photos of the run: a seeded sample of wild-faces plus the shipped photos; and how many were refused."""
+    """The face photos of the run: the shipped photos plus up to `limit` wild-faces photos with a known box.
+
+    wild-faces is walked in a seeded random order until `limit` photos are
+    kept; the counts say how many were looked at and refused.
+    """
     candidates: list[tuple[Path, Optional[str]]] = []
     if wild_faces is not None:
         labels_csv = wild_faces / "labels.csv"
@@ -210,10 +225,11 @@ def load_face_photos(wild_faces: Optional[Path], limit: int, seed: int, referenc
         candidates += [rows[i] for i in order]
     shipped: list[tuple[Path, Optional[str]]] = [(p, None) for p in shipped_photos(SKIMAGE_FACES, MPL_FACES)]
     photos: list[FacePhoto] = []
-    refused = 0
+    refused = looked = 0
     for path, label in shipped + candidates:
         if len(photos) >= limit + len(shipped):
             break
+        looked += 1
         gray = read_gray(path)
         box = reference(gray)
         tick()
@@ -223,7 +239,8 @@ def load_face_photos(wild_faces: Optional[Path], limit: int, seed: int, referenc
         photos.append(FacePhoto(gray, box, label, path.name))
     if not photos:
         raise FerEdgeError("no face photos with a known box (give --wild-faces, or install scikit-image)")
-    return photos, {"used": len(photos), "refused_no_clear_box": refused}
+    return photos, {"used": len(photos), "looked_at": looked, "refused": refused,
+                    "from_wild_faces": sum(1 for p in photos if p.label is not None)}
 
 
 def face_height(height: int | str) -> float:
@@ -292,15 +309,15 @@ class DetectorSpec:
     kind: str
     model: Optional[Path] = None
     options: Optional[DetectorOptions] = None
-    max_side: Optional[int] = None  # YuNet only: override the detection size
+    scale: Optional[float] = None  # YuNet only: override the detection scale
 
     def build(self, bundle: Bundle, runtime: Runtime) -> Pipeline:
         """The pipeline with this detector: detections and the crop + classifier come from the same object."""
         options = self.options or default_options(self.kind)
         pipeline = Pipeline.from_bundle(bundle, self.kind, self.model, options, threads=1, runtime=runtime,
                                         smoothing=1.0)
-        if self.max_side is not None and isinstance(pipeline.detector, YuNetDetector):
-            pipeline.detector.max_side = self.max_side
+        if self.scale is not None and isinstance(pipeline.detector, YuNetDetector):
+            pipeline.detector.scale, pipeline.detector.max_side = self.scale, 0  # exactly that factor, as --detect-scale
         return pipeline
 
 
@@ -322,13 +339,14 @@ def default_specs(bundle: Bundle) -> list[DetectorSpec]:
 
 @dataclass
 class DetectConfig:
-    faces: int = 300
-    empty_frames: int = 400
+    faces: int = 50
+    empty_frames: int = 300
     seed: int = 0
-    timing_frames: int = 60
+    timing_frames: int = 40
     heights: tuple[int | str, ...] = HEIGHTS
     wild_faces: Optional[Path] = None
     reference_model: Optional[Path] = None
+    cut_faces: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -375,6 +393,32 @@ def score_detector(pipeline: Pipeline, photos: Sequence[FacePhoto], backgrounds:
     return {"heights": per_height, "false_faces": false_empty, "empty_frames": config.empty_frames,
             "false_per_100_empty": 100.0 * false_empty / max(1, config.empty_frames),
             "false_in_face_frames": false_in_face_frames}
+
+
+def score_demo(pipeline: Pipeline, face: Box, tick: Callable[[], None]) -> dict[str, Any]:
+    """The built-in demo clip (``--source demo``): frames with a box off the face, frames with the face found.
+
+    The clip is the astronaut photo zoomed, panned and mirrored by a known
+    affine transform (`demo_transform`), so her face box in every frame is
+    known: `face` (in the photo) mapped through it.
+    """
+    from fer_edge.device.demo import DEMO_FRAMES, DemoSource, demo_transform
+
+    source = DemoSource(FRAME_SIZE)
+    off = found = 0
+    for position in range(DEMO_FRAMES):
+        frame = source.read()
+        if frame is None:
+            break
+        m = demo_transform(position / DEMO_FRAMES, FRAME_SIZE, source.photo.shape[0])
+        xs = [m[0, 0] * x + m[0, 2] for x in (face.x0, face.x1)]
+        ys = [m[1, 1] * y + m[1, 2] for y in (face.y0, face.y1)]
+        truth = Box(min(xs), min(ys), max(xs), max(ys)).clip(*FRAME_SIZE)
+        matched, false = match_faces([d.box for d in pipeline.detector(frame.gray)], [truth])
+        off += int(false > 0)
+        found += int(matched[0] is not None)
+        tick()
+    return {"frames": DEMO_FRAMES, "frames_with_box_off_face": off, "frames_face_found": found}
 
 
 def _label_of(result: Any, box: Box) -> Optional[str]:
@@ -424,17 +468,22 @@ def run_detect_benchmark(bundle: Bundle, specs: Sequence[DetectorSpec], config: 
     if reference_path is None:
         raise FerEdgeError("no reference YuNet for the known boxes: give --reference-model yunet_n_640_640.onnx")
     backgrounds = load_backgrounds()
-    reference = ReferenceBoxes(reference_path, blazeface_full_range(), runtime)
+    reference = ReferenceBoxes(reference_path, blazeface_full_range(), runtime, cut_faces=config.cut_faces)
     with tqdm(desc="known boxes", unit="photo", disable=not progress, leave=False, file=sys.stderr) as bar:
         photos, photo_counts = load_face_photos(config.wild_faces, config.faces, config.seed, reference,
                                                 lambda: bar.update(1))
-    per_spec = len(photos) * len(config.heights) + config.empty_frames + config.timing_frames * len(TIMING_SIZES)
+    from fer_edge.device.demo import DEMO_FRAMES, load_astronaut
+
+    astronaut = reference(cv2.cvtColor(load_astronaut(), cv2.COLOR_BGR2GRAY)) or Box(176.0, 75.0, 274.0, 173.0)
+    per_spec = (len(photos) * len(config.heights) + config.empty_frames + config.timing_frames * len(TIMING_SIZES)
+                + DEMO_FRAMES)
     report: dict[str, Any] = {
         "schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": list(argv) if argv is not None else None, "machine": machine_facts(runtime),
         "bundle": {"path": display_path(bundle.root), "sha256": bundle.checksum},
         "config": {"faces": photo_counts, "wild_faces": str(config.wild_faces) if config.wild_faces else None,
-                   "reference_model": display_path(reference_path), "empty_frames": config.empty_frames,
+                   "reference_model": display_path(reference_path), "cut_faces": config.cut_faces,
+                   "empty_frames": config.empty_frames,
                    "backgrounds": len(backgrounds), "seed": config.seed, "frame": list(FRAME_SIZE),
                    "heights": [str(h) for h in config.heights], "fill_height": FILL_HEIGHT,
                    "timing_frames": config.timing_frames, "threads": 1, **config.extra},
@@ -452,8 +501,9 @@ def run_detect_benchmark(bundle: Bundle, specs: Sequence[DetectorSpec], config: 
                 row["options"] = {k: getattr(pipeline.detector.options, k) for k in
                                   ("min_confidence", "min_face", "max_faces", "nms_iou")}
                 if isinstance(pipeline.detector, YuNetDetector):
-                    row["max_side"] = pipeline.detector.max_side
+                    row["scale"], row["max_side"] = pipeline.detector.scale, pipeline.detector.max_side
                 row.update(score_detector(pipeline, photos, backgrounds, config, lambda: bar.update(1)))
+                row["demo"] = score_demo(pipeline, astronaut, lambda: bar.update(1))
                 row["status"] = "ok"
                 built[spec.name] = pipeline
             except FerEdgeError as exc:
@@ -486,24 +536,30 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"OpenCV {m['opencv']}; 1 thread; {report['created']}",
         f"Command: `{' '.join(report['command'] or ['fer-bench', 'detect'])}`",
         "",
-        f"{faces['used']} face photos ({faces['refused_no_clear_box']} refused: no clear known box), each pasted once "
-        f"per height into a 640x480 frame over {report['config']['backgrounds']} background photos; "
-        f"{report['config']['empty_frames']} empty frames; 'fill' = a {report['config']['fill_height']}-px face.",
+        f"{faces['used']} face photos ({faces['from_wild_faces']} from wild-faces, the rest shipped with scikit-image "
+        f"and matplotlib; {faces['looked_at']} looked at, {faces['refused']} refused: no clear known box"
+        + ("" if report["config"].get("cut_faces") else " or the face cut by the photo's edge")
+        + f"), each pasted once per height into a 640x480 frame over {report['config']['backgrounds']} background "
+        f"photos; {report['config']['empty_frames']} empty frames; 'fill' = a {report['config']['fill_height']}-px "
+        "face.",
         "",
         "## Recall by face height (px), false faces, detect ms",
         "",
         "| detector | " + " | ".join(heights) + " | false / 100 empty frames | false in face frames | "
-        + " | ".join(f"ms {s}" for s in ("320x240", "640x480")) + " |",
-        "|---" * (len(heights) + 5) + "|",
+        + "demo: frames with a box off the face | " + " | ".join(f"ms {s}" for s in ("320x240", "640x480")) + " |",
+        "|---" * (len(heights) + 6) + "|",
     ]
     for row in report["detectors"]:
         if row["status"] != "ok":
-            lines.append(f"| {row['name']} | {row['status']} |" + " |" * (len(heights) + 3))
+            lines.append(f"| {row['name']} | {row['status']} |" + " |" * (len(heights) + 4))
             continue
         cells = [_pct(row["heights"][h]["recall"]) for h in heights]
         ms = [f"{row['detect_ms'].get(s, float('nan')):.2f}" for s in ("320x240", "640x480")]
+        demo = row.get("demo") or {}
+        demo_cell = (f"{demo['frames_with_box_off_face']} / {demo['frames']} (face found in {demo['frames_face_found']})"
+                     if demo else "–")
         lines.append(f"| {row['name']} | " + " | ".join(cells) + f" | {row['false_per_100_empty']:.2f} | "
-                     f"{row['false_in_face_frames']} | " + " | ".join(ms) + " |")
+                     f"{row['false_in_face_frames']} | {demo_cell} | " + " | ".join(ms) + " |")
     lines += ["", "## Emotion accuracy of the found faces (pipeline crop + bundle classifier, wild-faces labels)", "",
               "| detector | " + " | ".join(heights) + " |", "|---" * (len(heights) + 1) + "|"]
     for row in report["detectors"]:
@@ -513,7 +569,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                 for h in heights) + " |")
     lines += ["", "Options per detector: " + "; ".join(
         f"{r['name']}: " + ", ".join(f"{k} {v}" for k, v in r.get("options", {}).items())
-        + (f", max_side {r['max_side']}" if r.get("max_side") is not None else "")
+        + (f", scale {r['scale']}, max_side {r['max_side']}" if r.get("max_side") is not None else "")
         for r in report["detectors"] if r["status"] == "ok"), ""]
     return "\n".join(lines)
 

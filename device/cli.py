@@ -26,7 +26,8 @@ import click
 
 from fer_edge import __version__
 from fer_edge.cli_util import quiet_native_logs, run_cli
-from fer_edge.device.detect import DEFAULT_OPTIONS, DETECTORS, default_options, resolve_detector
+from fer_edge.device.detect import (DEFAULT_OPTIONS, DETECTORS, YUNET_MAX_SIDE, YUNET_SCALE, default_options,
+                                    resolve_detector)
 from fer_edge.device.info import default_threads, device_facts, format_facts
 from fer_edge.device.runtime import RUNTIMES
 from fer_edge.errors import FerEdgeError
@@ -90,7 +91,10 @@ def cli() -> None:
               help="Log format; auto picks CSV for a .csv name, else JSON Lines.")
 @click.option("--save-video", type=click.Path(path_type=Path), default=None, help="Write annotated video (.mp4/.avi).")
 @click.option("--json", "as_json", is_flag=True, help="For photos: print results as JSON, one object per image.")
-# Photos (issue 41): annotated copies.
+# Faces at room distance (issue 41): YuNet's detection scale; annotated copies of photos.
+@click.option("--detect-scale", type=click.FloatRange(0.25, 4.0), default=None,
+              help="YuNet only: run it on the frame enlarged (or shrunk) by this factor; 1.5 finds faces down "
+                   f"to ~20 px at 2.25x the detect time [default: {YUNET_SCALE}, at most {YUNET_MAX_SIDE} px long].")
 @click.option("--save-images", type=click.Path(path_type=Path), default=None,
               help="For photos: write annotated copies into this folder (created if missing), same file names.")
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
@@ -112,13 +116,14 @@ def run(
     duration: Optional[float], loop: bool, detector: str, detector_model: Optional[Path],
     min_confidence: Optional[float], min_face: Optional[int], max_faces: Optional[int], smoothing: float, no_smooth: bool,
     headless: bool, log_path: Optional[Path], log_format: str, save_video: Optional[Path], as_json: bool,
-    reconnect_timeout: float, save_images: Optional[Path] = None, min_emotion_confidence: float = 0.0,
+    reconnect_timeout: float, save_images: Optional[Path] = None, detect_scale: Optional[float] = None,
+    min_emotion_confidence: float = 0.0,
 ) -> int:
     """The ``run`` verb; returns the exit code (0, or 3 when the source was lost)."""
     from fer_edge.bundle import load_bundle
     from fer_edge.device.pipeline import Pipeline, close_sinks
     from fer_edge.device.runtime import find_runtime
-    from fer_edge.device.detect import StillDetector
+    from fer_edge.device.detect import StillDetector, YuNetDetector
     from fer_edge.device.sinks import (FaceAnnotator, ImageSaver, StillPrinter, VideoSink, WindowSink,
                                        check_output_path, has_display, open_log)
     from fer_edge.device.sources import StopFlag, describe_source, install_stop_handlers, open_source, parse_resolution
@@ -153,6 +158,8 @@ def run(
         pipeline = Pipeline.from_bundle(verified, detector, detector_model, options, threads=threads, runtime=rt,
                                         smoothing=1.0 if no_smooth else smoothing,
                                         min_emotion_confidence=min_emotion_confidence)
+        if detect_scale is not None and isinstance(pipeline.detector, YuNetDetector):
+            pipeline.detector.scale, pipeline.detector.max_side = detect_scale, 0  # exactly the factor asked for
         if still:  # photos: searched whole, padded once when no face is found, no frame rate drawn
             pipeline.detector = StillDetector(pipeline.detector)
             pipeline.annotator = FaceAnnotator(show_fps=False)

@@ -46,8 +46,12 @@ from fer_edge.preprocess import InputEncoder, PreprocessSpec, dequantize
 DETECTORS: tuple[str, ...] = ("yunet", "blazeface", "haar")
 #: What ``--detector auto`` means when the bundle does not say (bundles list their default first).
 DEFAULT_DETECTOR = "yunet"
-#: YuNet runs on the frame shrunk to this longer side (0: as it comes); chosen with ``fer-bench detect``.
-YUNET_MAX_SIDE = 640
+#: YuNet runs on the frame scaled by this (small faces grow past its ~20-px floor; the cost grows with
+#: the square), at most `YUNET_MAX_SIDE` pixels on the longer side, plus a pass on the frame shrunk by
+#: `YUNET_COARSE_SCALE` for faces too big for that; chosen with ``fer-bench detect`` (docs/benchmarks-detect.md).
+YUNET_SCALE = 1.5
+YUNET_MAX_SIDE = 960
+YUNET_COARSE_SCALE = 0.5
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 
 
@@ -347,16 +351,58 @@ class HaarDetector:
 # --------------------------------------------------------------------------- YuNet
 
 
+class _YuNetPass:
+    """One `cv2.FaceDetectorYN` at one detection size, with its buffers (set once per frame size)."""
+
+    def __init__(self, model_path: Path, options: DetectorOptions) -> None:
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 240), options.min_confidence,
+                                                 options.nms_iou, 5000)
+            # A model that loads but is not YuNet (other outputs or input shape) fails on its first run: try one now.
+            self.net.detect(np.zeros((240, 320, 3), np.uint8))
+        except cv2.error as exc:
+            raise FerEdgeError(f"{model_path}: not a usable YuNet model ({_cv2_reason(exc)})") from None
+        self.frame_shape: tuple[int, int] = (0, 0)
+        self.size: tuple[int, int] = (0, 0)
+        self._small: Optional[np.ndarray] = None
+        self._bgr: Optional[np.ndarray] = None
+        self._back = (1.0, 1.0)
+
+    def resize(self, h: int, w: int, size: tuple[int, int]) -> None:
+        dw, dh = size
+        self.frame_shape, self.size = (h, w), size
+        self._back = (w / dw, h / dh)
+        self._small = np.empty((dh, dw), np.uint8) if (dw, dh) != (w, h) else None
+        self._bgr = np.empty((dh, dw, 3), np.uint8)
+        self.net.setInputSize((dw, dh))
+
+    def __call__(self, gray: np.ndarray) -> list[Detection]:
+        h, w = gray.shape[:2]
+        image = gray
+        if self._small is not None:
+            image = cv2.resize(gray, self.size, dst=self._small,
+                               interpolation=cv2.INTER_AREA if self.size[0] < w else cv2.INTER_LINEAR)
+        cv2.cvtColor(image, cv2.COLOR_GRAY2BGR, dst=self._bgr)
+        _, faces = self.net.detect(self._bgr)
+        return yunet_detections(faces, self._back, w, h) if faces is not None else []
+
+
 class YuNetDetector:
-    """OpenCV's YuNet (`cv2.FaceDetectorYN`) on the frame, shrunk to `max_side` pixels first if it is bigger.
+    """OpenCV's YuNet (`cv2.FaceDetectorYN`) on the frame scaled by `scale`, at most `max_side` pixels long.
 
     YuNet is fully convolutional: it runs at whatever size it is given, so
     unlike a 128x128 letterboxed BlazeFace it keeps the small faces of a
-    room-sized view. Its cost grows with the pixel count, hence `max_side`:
-    frames with a longer side above it are shrunk (INTER_AREA) into a buffer
-    allocated once, and the boxes and the five landmarks (eyes, nose tip,
-    mouth corners) are mapped back to the frame's pixels, so callers never see
-    the detection size. ``max_side=0`` runs on the frame as it comes.
+    room-sized view. It finds faces from about 20 to 300 pixels, so enlarging
+    the frame (`scale` > 1) finds smaller ones, at a cost that grows with the
+    pixel count; `max_side` caps that size (a 1280x720 camera frame is
+    shrunk, not enlarged). Faces too big for the enlarged frame (someone
+    right in front of the camera) are found by a second, cheap pass on the
+    frame shrunk by `coarse_scale` (0: none; 0.5 costs a ninth of a 1.5x
+    pass); faces both passes find are merged, the higher score kept. Each
+    pass has buffers allocated once per frame size, and the boxes and the
+    five landmarks (eyes, nose tip, mouth corners) are mapped back to the
+    frame's pixels, so callers never see the detection sizes.
+    ``scale=1, max_side=0, coarse_scale=0`` runs once on the frame as it comes.
 
     YuNet takes BGR, so the grayscale frame is replicated into a reused
     3-channel buffer. OpenCV's DNN runs on OpenCV's thread pool, which is
@@ -372,6 +418,8 @@ class YuNetDetector:
         options: Optional[DetectorOptions] = None,
         threads: Optional[int] = None,
         max_side: int = 0,
+        scale: float = 1.0,
+        coarse_scale: float = 0.0,
     ) -> None:
         if model_path is None:
             raise FerEdgeError("the yunet detector needs its model file: use a bundle that ships one, or give "
@@ -384,51 +432,58 @@ class YuNetDetector:
         self.options = options or DEFAULT_OPTIONS["yunet"]
         self.model_path = model_path
         self.max_side = max_side
+        self.scale = scale
+        self.coarse_scale = coarse_scale
         if threads is not None:
             cv2.setNumThreads(threads)
-        try:
-            self.net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 240), self.options.min_confidence,
-                                                 self.options.nms_iou, 5000)
-            # A model that loads but is not YuNet (other outputs or input shape) fails on its first run: try one now.
-            self.net.detect(np.zeros((240, 320, 3), np.uint8))
-        except cv2.error as exc:
-            raise FerEdgeError(f"{model_path}: not a usable YuNet model ({_cv2_reason(exc)})") from None
-        self._bgr: Optional[np.ndarray] = None
-        self._small: Optional[np.ndarray] = None
-        self._frame_shape: tuple[int, int] = (0, 0)
-        self._detect_size: tuple[int, int] = (0, 0)
-        self._back = (1.0, 1.0)
+        self._main = _YuNetPass(model_path, self.options)
+        self._coarse: Optional[_YuNetPass] = None
+        self._settings: tuple[float, int, float] = (0.0, 0, 0.0)
 
     def detect_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) YuNet runs at for a `width` x `height` frame."""
-        longer = max(width, height)
-        if not self.max_side or longer <= self.max_side:
+        """(width, height) of the main pass for a `width` x `height` frame."""
+        factor = self.scale
+        if self.max_side and max(width, height) * factor > self.max_side:
+            factor = self.max_side / max(width, height)
+        if factor == 1.0:
             return width, height
-        shrink = self.max_side / longer
-        return max(1, round(width * shrink)), max(1, round(height * shrink))
+        return max(1, round(width * factor)), max(1, round(height * factor))
 
-    def _resize_buffers(self, h: int, w: int) -> None:
-        """Buffers and input size for a new frame size (once per size, not per frame)."""
-        dw, dh = self.detect_size(w, h)
-        self._frame_shape = (h, w)
-        self._detect_size = (dw, dh)
-        self._back = (w / dw, h / dh)
-        self._small = np.empty((dh, dw), np.uint8) if (dw, dh) != (w, h) else None
-        self._bgr = np.empty((dh, dw, 3), np.uint8)
-        self.net.setInputSize((dw, dh))
+    def coarse_size(self, width: int, height: int) -> Optional[tuple[int, int]]:
+        """(width, height) of the coarse pass, or None when there is none (off, or the main pass is not enlarged)."""
+        if not self.coarse_scale or self.detect_size(width, height)[0] <= width:
+            return None  # only an enlarged main pass misses big faces
+        return max(1, round(width * self.coarse_scale)), max(1, round(height * self.coarse_scale))
+
+    def _resize(self, h: int, w: int) -> None:
+        """Set up the passes for a new frame size (or new settings): once, not per frame."""
+        self._main.resize(h, w, self.detect_size(w, h))
+        coarse = self.coarse_size(w, h)
+        if coarse is None:
+            self._coarse = None
+        else:
+            if self._coarse is None:
+                self._coarse = _YuNetPass(self.model_path, self.options)
+            self._coarse.resize(h, w, coarse)
+        self._settings = (self.scale, self.max_side, self.coarse_scale)
 
     def __call__(self, gray: np.ndarray) -> tuple[Detection, ...]:
         h, w = gray.shape[:2]
-        if (h, w) != self._frame_shape:
-            self._resize_buffers(h, w)
-        image = gray
-        if self._small is not None:
-            image = cv2.resize(gray, self._detect_size, dst=self._small, interpolation=cv2.INTER_AREA)
-        cv2.cvtColor(image, cv2.COLOR_GRAY2BGR, dst=self._bgr)
-        _, faces = self.net.detect(self._bgr)
-        if faces is None:
-            return ()
-        return _keep(yunet_detections(faces, self._back, w, h), self.options)
+        if (h, w) != self._main.frame_shape or self._settings != (self.scale, self.max_side, self.coarse_scale):
+            self._resize(h, w)
+        found = self._main(gray)
+        if self._coarse is not None:
+            found = _merge(found, self._coarse(gray), self.options.nms_iou)
+        return _keep(found, self.options)
+
+
+def _merge(a: list[Detection], b: list[Detection], iou: float) -> list[Detection]:
+    """Faces of two passes as one list: where both found a face (boxes overlapping past `iou`), the better score."""
+    merged: list[Detection] = []
+    for d in sorted(a + b, key=lambda d: d.score, reverse=True):
+        if all(d.box.iou(k.box) <= iou for k in merged):
+            merged.append(d)
+    return merged
 
 
 def yunet_detections(faces: np.ndarray, back: tuple[float, float], width: int, height: int) -> list[Detection]:
@@ -479,7 +534,7 @@ class StillDetector:
         self.pad = pad
         self.retry_side = retry_side
         if isinstance(inner, YuNetDetector):
-            inner.max_side = max_side
+            inner.scale, inner.max_side, inner.coarse_scale = 1.0, max_side, 0.0
         self._canvas: Optional[np.ndarray] = None
         self.retries = 0  # photos whose face was found only in the padded search
 
@@ -537,7 +592,8 @@ def make_detector(
         return HaarDetector(model_path, options)
     if kind == "yunet":
         path = model_path or (bundle.detector_file("yunet") if bundle is not None else None)
-        return YuNetDetector(path, options, threads=threads, max_side=YUNET_MAX_SIDE)
+        return YuNetDetector(path, options, threads=threads, max_side=YUNET_MAX_SIDE, scale=YUNET_SCALE,
+                             coarse_scale=YUNET_COARSE_SCALE)
     raise FerEdgeError(f"unknown detector '{kind}': choose one of {', '.join(DETECTORS)}")
 
 

@@ -78,6 +78,7 @@ def test_tiny_detect_run_writes_table_and_plot(tmp_path, monkeypatch, capsys) ->
         assert set(row["heights"]) == {"16", "20", "24", "32", "48", "64", "96", "160", "fill"}
         assert set(row["detect_ms"]) == {"320x240", "640x480"}
         assert 0 <= row["heights"]["96"]["recall"] <= 1 and row["empty_frames"] == 3
+        assert row["demo"]["frames"] == 150 and 0 <= row["demo"]["frames_with_box_off_face"] <= 150
     # The default detector finds the shipped photos' faces at 96 px (the astronaut at least).
     assert report["detectors"][0]["heights"]["96"]["found"] >= 1
     md = (out / "detect.md").read_text()
@@ -91,3 +92,17 @@ def test_detect_errors_are_one_line(tmp_path, monkeypatch, capsys) -> None:
     code = run_main(main, ["detect", "--detector", "x=mtcnn"], monkeypatch)
     assert code == 2 and "NAME=KIND" in capsys.readouterr().err
     assert Path(tmp_path).is_dir()
+
+
+def test_wild_faces_scoring_on_hand_made_lines() -> None:
+    from fer_edge.benchmarks.wild_faces import score
+
+    lines = [
+        '{"image": "imgs/a.jpg", "faces": [{"box": [0, 0, 10, 10], "label": "sad"}, '
+        '{"box": [0, 0, 50, 50], "label": "happy"}]}',  # the largest face answers: right
+        '{"image": "imgs/b.jpg", "faces": []}',  # no face: wrong
+        '{"image": "imgs/c.jpg", "faces": [{"box": [0, 0, 9, 9], "label": "sad"}]}',  # wrong label
+        "fer-device: a status line, ignored",
+    ]
+    r = score(lines, {"a.jpg": "happy", "b.jpg": "happy", "c.jpg": "angry"})
+    assert r == {"photos": 3, "no_face": 1, "no_face_rate": 1 / 3, "accuracy": 1 / 3}

@@ -74,7 +74,7 @@ def test_bundle_default_is_yunet_and_legacy_bundles_fall_back(bundle, legacy_bun
 
 
 @pytest.mark.arm64
-@pytest.mark.parametrize("scale", [0.3, 0.6, 1.0, 1.8])
+@pytest.mark.parametrize("scale", [0.3, 0.6, 1.0, 1.8, 4.2])
 def test_yunet_boxes_and_landmarks_at_several_scales(yunet, astronaut_gray, scale) -> None:
     # The photo scaled by `scale` on a 640x480 grey canvas (cut by its edges when bigger).
     photo = cv2.resize(astronaut_gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -88,7 +88,8 @@ def test_yunet_boxes_and_landmarks_at_several_scales(yunet, astronaut_gray, scal
     h = min(photo.shape[0] - src_y0, 480 - dst_y0)
     frame[dst_y0:dst_y0 + h, dst_x0:dst_x0 + w] = photo[src_y0:src_y0 + h, src_x0:src_x0 + w]
     truth = FACE.scale(scale).translate(ox, oy)
-    faces = YuNetDetector(yunet)(frame)
+    detector = make_detector("yunet", model_path=yunet)  # the default: enlarged pass + coarse pass, merged
+    faces = detector(frame)
     assert len(faces) == 1
     face = faces[0]
     assert face.score >= DEFAULT_OPTIONS["yunet"].min_confidence
@@ -108,6 +109,15 @@ def test_yunet_shrinks_inside_and_maps_back(yunet, astronaut_gray) -> None:
     full = YuNetDetector(yunet, max_side=0)(frame)
     small = YuNetDetector(yunet, max_side=320)
     assert small.detect_size(640, 480) == (320, 240)
+    big = YuNetDetector(yunet, scale=1.5, max_side=800)
+    assert big.detect_size(640, 480) == (800, 600) and big.detect_size(320, 240) == (480, 360)
+    enlarged = big(frame)
+    assert len(enlarged) == 1 and enlarged[0].box.iou(full[0].box) > 0.8
+    assert big.coarse_size(640, 480) is None  # no coarse pass unless asked for
+    big.coarse_scale = 0.5
+    assert big.coarse_size(640, 480) == (320, 240) and YuNetDetector(yunet, coarse_scale=0.5).coarse_size(640, 480) is None
+    merged = big(frame)  # settings changed: the passes are set up again; one face from both passes
+    assert len(merged) == 1 and merged[0].box.iou(full[0].box) > 0.8
     shrunk = small(frame)
     assert len(full) == len(shrunk) == 1
     assert shrunk[0].box.iou(full[0].box) > 0.8  # same face, in the 640x480 frame's pixels
@@ -156,7 +166,7 @@ def test_padded_retry_finds_a_face_that_fills_the_photo(bundle, astronaut_gray) 
 
 def test_stills_keep_their_resolution(bundle) -> None:
     still = StillDetector(make_detector("yunet", bundle))
-    assert still.inner.max_side == 2048 and still.name == "yunet"
+    assert still.inner.max_side == 2048 and still.inner.scale == 1.0 and still.name == "yunet"
 
 
 def test_every_format_opencv_reads_is_an_image(tmp_path, astronaut_bgr) -> None:
@@ -210,3 +220,12 @@ def test_detector_options_per_detector() -> None:
     assert DetectorOptions() == DEFAULT_OPTIONS["yunet"]
     assert DEFAULT_OPTIONS["blazeface"].min_confidence < DEFAULT_OPTIONS["yunet"].min_confidence
     assert DEFAULT_OPTIONS["yunet"].max_faces > 5  # a room holds more than five people
+
+
+def test_info_reports_the_detectors() -> None:
+    facts = json.loads(CliRunner().invoke(cli, ["info", "--json"]).output)
+    assert facts["bundle"]["detector"] == "yunet"
+    assert [d["kind"] for d in facts["bundle"]["detectors"]] == ["yunet", "blazeface"]
+    assert facts["bundle"]["detectors"][0]["model"] == "yunet-n" and facts["bundle"]["detectors"][0]["license"]
+    text = CliRunner().invoke(cli, ["info"]).output
+    assert "default detector yunet" in text and "detector yunet: yunet-n (detector-yunet.onnx)" in text

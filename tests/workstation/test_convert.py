@@ -78,6 +78,10 @@ def test_each_mode_converts_and_passes_gate(model_dir, tmp_path, monkeypatch, fl
         assert bundle.manifest["model"]["output"]["dtype"] == "int8"
         assert bundle.detector_path.stat().st_size > 100_000
         assert "Apache" in (bundle.root / "LICENSE-detector.txt").read_text()
+        # YuNet, taken from the packaged bundle, is the default detector, with its licence and checksum.
+        assert [d["kind"] for d in bundle.detectors] == ["yunet", "blazeface"]
+        assert bundle.detectors[0]["sha256"] == load_bundle().detectors[0]["sha256"]
+        assert "Apache License" in (bundle.root / bundle.detectors[0]["license_file"]).read_text()
 
 
 def test_gate_failure_exits_non_zero_after_report(model_dir, tmp_path, monkeypatch, capsys):
