@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -65,17 +66,22 @@ def test_uncertain_faces_in_jsonl_and_csv_logs_and_minute_counts(tmp_path) -> No
 def test_pipeline_summary_counts_uncertain_faces(bundle, astronaut_gray) -> None:
     from fer_edge.device.sources import Frame
 
+    # Blurred, so that the calibrated model is not fully sure (the sharp smile reads happy at 1.0).
+    gray = cv2.GaussianBlur(astronaut_gray, (0, 0), 3)
+    frame = Frame(index=0, timestamp=0.0, gray=gray, image=None, scale=(1.0, 1.0), origin="astronaut")
+    sure = Pipeline.from_bundle(bundle, threads=1).process(frame)
+    assert sure.faces and all(f.label in bundle.classes and f.confidence < 1.0 for f in sure.faces)
     pipeline = Pipeline.from_bundle(bundle, threads=1, min_emotion_confidence=1.0)
-    frame = Frame(index=0, timestamp=0.0, gray=astronaut_gray, image=None, scale=(1.0, 1.0), origin="astronaut")
     result = pipeline.process(frame)
     pipeline._stats.add(result)
     assert result.faces and all(f.label == UNCERTAIN for f in result.faces)
     assert pipeline.summary().label_counts == {UNCERTAIN: len(result.faces)}
 
 
-def test_cli_min_emotion_confidence_reaches_the_json_and_the_log(tmp_path, astronaut_path) -> None:
-    log = tmp_path / "run.jsonl"
-    done = CliRunner().invoke(cli, ["run", "--source", str(astronaut_path), "--json", "--threads", "1",
+def test_cli_min_emotion_confidence_reaches_the_json_and_the_log(tmp_path, astronaut_bgr) -> None:
+    log, photo = tmp_path / "run.jsonl", tmp_path / "blurred.png"
+    cv2.imwrite(str(photo), cv2.GaussianBlur(astronaut_bgr, (0, 0), 3))  # not a fully sure smile
+    done = CliRunner().invoke(cli, ["run", "--source", str(photo), "--json", "--threads", "1",
                                     "--min-emotion-confidence", "1.0", "--log", str(log)])
     assert done.exit_code == 0, done.output
     record = json.loads(done.stdout.splitlines()[0])
