@@ -32,9 +32,9 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from fer_edge import __version__
-from fer_edge.bundle import Bundle, load_bundle
+from fer_edge.bundle import Bundle, load_bundle, resolve_bundle
 from fer_edge.device.classify import EmotionClassifier, FacePreprocessor
-from fer_edge.device.detect import DETECTORS, DetectorOptions
+from fer_edge.device.detect import DETECTORS, DetectorOptions, default_options, resolve_detector
 from fer_edge.device.info import cpu_facts
 from fer_edge.device.pipeline import STAGES, Pipeline
 from fer_edge.device.runtime import Runtime, TFLiteModel
@@ -77,7 +77,7 @@ class ModelChoice:
         name, sep, value = text.partition("=")
         if not sep:
             name, value = "", text
-        path = Path(value).expanduser()
+        path = resolve_bundle(Path(value).expanduser())  # a shipped bundle's name (fer2013, ferplus) too
         if not path.exists():
             raise FerEdgeError(f"--model {text}: {path} not found")
         if path.is_dir() or path.name.endswith((".tar.gz", ".tgz")):
@@ -119,7 +119,8 @@ class BenchConfig:
     warmup: int = 20
     sinks: tuple[str, ...] = SINKS
     detector_models: dict[str, Path] = field(default_factory=dict)
-    options: DetectorOptions = DetectorOptions()
+    options: Optional[DetectorOptions] = None  # None: each detector's own defaults (`option_overrides` applied)
+    option_overrides: dict[str, Any] = field(default_factory=dict)
     face_tile: Optional[np.ndarray] = None
     accuracy_data: Optional[Path] = None
     accuracy_split: str = "PrivateTest"
@@ -133,6 +134,10 @@ class BenchConfig:
         unknown = set(self.sinks) - set(SINKS)
         if unknown:
             raise FerEdgeError(f"unknown sink(s) {', '.join(sorted(unknown))}: choose from {', '.join(SINKS)} or none")
+
+    def options_for(self, kind: str) -> DetectorOptions:
+        """The filters a detector runs with: `options` if set, else its defaults with the overrides."""
+        return self.options or default_options(resolve_detector(kind), **self.option_overrides)
 
     @property
     def synthetic(self) -> bool:
@@ -212,13 +217,14 @@ def build_pipeline(bundle: Bundle, variant: Variant, config: BenchConfig, runtim
     """`Pipeline.from_bundle` for the variant; a model given as a bare file replaces the classify stage only."""
     model = variant.model
     source_bundle = model.bundle or bundle
+    options = config.options_for(variant.detector)
     pipeline = Pipeline.from_bundle(source_bundle, variant.detector, config.detector_models.get(variant.detector),
-                                    config.options, threads=variant.threads, runtime=runtime)
+                                    options, threads=variant.threads, runtime=runtime)
     if model.bundle is None:
         classifier = EmotionClassifier(model.path, source_bundle.classes, threads=variant.threads, runtime=runtime,
-                                       max_faces=config.options.max_faces)
+                                       max_faces=options.max_faces)
         pipeline.preprocessor = FacePreprocessor(source_bundle.spec, classifier.input,
-                                                 max_faces=config.options.max_faces)
+                                                 max_faces=options.max_faces)
         pipeline.classifier = classifier
     return pipeline
 
@@ -364,7 +370,7 @@ def run_benchmark(
                    "model_mode": bundle.manifest["model"].get("mode"), "accuracy": bundle.manifest.get("accuracy")},
         "config": {"source": config.source, "source_name": source_name, "frames": config.frames,
                    "warmup": config.warmup, "sinks": list(config.sinks),
-                   "detector_options": asdict(config.options),
+                   "detector_options": {d: asdict(config.options_for(d)) for d in dict.fromkeys(v.detector for v in variants)},
                    "detector_models": {k: str(v) for k, v in config.detector_models.items()}},
         "models": {m.name: model_facts(m, runtime) for m in dict.fromkeys(v.model for v in variants)},
         "variants": [],

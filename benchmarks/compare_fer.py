@@ -364,7 +364,7 @@ def plot(report: dict[str, Any], path: Path) -> Optional[Path]:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N faces (quick checks).")
 @click.option("--model-passes", type=click.IntRange(min=1), default=2, show_default=True,
               help="Passes over the faces per model, taking turns.")
-@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="fer-edge bundle (default: shipped).")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="fer-edge bundle: a path or a shipped name (default: ferplus).")
 @click.option("--video", type=click.Path(path_type=Path), default=None,
               help="Video for the pipeline level (default: the demo clip written at 596x336).")
 @click.option("--video-frames", type=click.IntRange(min=10), default=150, show_default=True,

@@ -1,7 +1,8 @@
 """Emotion classification of detected faces, in two timed stages.
 
 `FacePreprocessor` cuts each face out of the grayscale frame with the
-contract's `crop_face` and turns it into the model's input dtype with the
+contract's crop (the bundle's `preprocess.json` says which: `crop_face` on the
+detector's box, or `FaceAligner` on its landmarks) and turns it into the model's input dtype with the
 contract's `InputEncoder` (a lookup table), exactly as training and
 `fer-convert`'s accuracy check did. `EmotionClassifier` runs the int8 model on
 those inputs and returns dequantised class probabilities.
@@ -16,21 +17,23 @@ changes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from fer_edge.device.boxes import Box
+from fer_edge.device.boxes import Box, Detection
 from fer_edge.device.runtime import Runtime, TensorInfo, TFLiteModel
 from fer_edge.errors import FerEdgeError
-from fer_edge.preprocess import InputEncoder, PreprocessSpec, crop_face, dequantize
+from fer_edge.preprocess import FaceAligner, InputEncoder, PreprocessSpec, crop_face, dequantize
 
 
 class FacePreprocessor:
-    """Grayscale frame + face boxes -> model inputs, written into preallocated buffers.
+    """Grayscale frame + detections (or bare boxes) -> model inputs, written into preallocated buffers.
 
     ``__call__`` returns a read-only view of the first ``n`` encoded faces
-    (shape ``(n, *model_input_shape)``), valid until the next call.
+    (shape ``(n, *model_input_shape)``), valid until the next call. With an
+    aligned-crop spec a detection with landmarks is aligned; a bare box or a
+    detector without landmarks (Haar) gets the box crop.
     """
 
     def __init__(self, spec: PreprocessSpec, input_info: TensorInfo, max_faces: int = 5) -> None:
@@ -43,14 +46,21 @@ class FacePreprocessor:
         self.spec = spec
         self.max_faces = max_faces
         self.encoder = InputEncoder(spec, input_info.dtype, input_info.scale, input_info.zero_point)
+        self.aligner = FaceAligner(spec) if spec.crop == "aligned" else None
         self.crops = np.zeros((max_faces, spec.size, spec.size), np.uint8)
         self._inputs = np.zeros((max_faces, *input_info.shape), input_info.dtype)
 
-    def __call__(self, gray: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-        """Encode up to `max_faces` faces of `gray` (the frame the boxes refer to)."""
-        n = min(len(boxes), self.max_faces)
+    def __call__(self, gray: np.ndarray, faces: Sequence[Union[Detection, Box]]) -> np.ndarray:
+        """Encode up to `max_faces` faces of `gray` (the frame the detections refer to)."""
+        n = min(len(faces), self.max_faces)
         for i in range(n):
-            crop_face(gray, boxes[i].as_tuple(), self.spec, out=self.crops[i])
+            face = faces[i]
+            points = getattr(face, "keypoints", ())
+            if self.aligner is not None and len(points) >= 5:
+                self.aligner(gray, points, out=self.crops[i])
+            else:
+                box = face.box if isinstance(face, Detection) else face
+                crop_face(gray, box.as_tuple(), self.spec, out=self.crops[i])
             self.encoder.encode(self.crops[i], out=self._inputs[i])
         view = self._inputs[:n]
         view.flags.writeable = False

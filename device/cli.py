@@ -27,7 +27,8 @@ import click
 
 from fer_edge import __version__
 from fer_edge.cli_util import quiet_native_logs, run_cli
-from fer_edge.device.detect import DETECTORS, DetectorOptions
+from fer_edge.device.detect import (DEFAULT_OPTIONS, DETECTORS, YUNET_MAX_SIDE, YUNET_SCALE, default_options,
+                                    resolve_detector)
 from fer_edge.device.info import default_threads, device_facts, format_facts
 from fer_edge.device.runtime import RUNTIMES
 from fer_edge.errors import FerEdgeError
@@ -41,6 +42,11 @@ def _say(message: str) -> None:
     click.echo(f"fer-device: {message}", err=True)
 
 
+def _defaults(field: str) -> str:
+    """One detector option's default per detector, for --help (e.g. ``yunet 0.6, blazeface 0.6, haar 0.6``)."""
+    return ", ".join(f"{kind} {getattr(DEFAULT_OPTIONS[kind], field)}" for kind in DETECTORS)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fer-device")
 def cli() -> None:
@@ -49,7 +55,7 @@ def cli() -> None:
 
 @cli.command("run")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
-              help="Bundle folder or .tar.gz (default: the one shipped in the package).")
+              help="Bundle folder or .tar.gz, or a shipped bundle's name: ferplus (default) or fer2013.")
 @click.option("--runtime", type=click.Choice([r[0] for r in RUNTIMES]), default=None,
               help="Force a TFLite runtime (default: first installed of litert, tflite-runtime, tensorflow).")
 @click.option("--threads", type=click.IntRange(1, 64), default=None, help="Interpreter threads per model "
@@ -65,16 +71,17 @@ def cli() -> None:
 @click.option("--duration", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="Stop after this many seconds.")
 @click.option("--loop", is_flag=True, help="Replay a video file, image folder or the demo until stopped.")
-@click.option("--detector", type=click.Choice(DETECTORS), default="blazeface", show_default=True,
-              help="Face detector: BlazeFace from the bundle, OpenCV Haar cascade, or OpenCV YuNet.")
+@click.option("--detector", type=click.Choice(("auto",) + DETECTORS), default="auto", show_default=True,
+              help="Face detector: auto = the bundle's default (YuNet in the shipped bundle; BlazeFace in "
+                   "bundles that ship only it), YuNet or BlazeFace from the bundle, or OpenCV's Haar cascade.")
 @click.option("--detector-model", type=click.Path(path_type=Path), default=None,
-              help="BlazeFace .tflite instead of the bundle's, a Haar cascade .xml, or YuNet's .onnx (required).")
-@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=DetectorOptions.min_confidence,
-              show_default=True, help="Face detection score threshold.")
-@click.option("--min-face", type=click.IntRange(min=1), default=DetectorOptions.min_face, show_default=True,
-              help="Smallest face side, in detection-frame pixels.")
-@click.option("--max-faces", type=click.IntRange(min=1), default=DetectorOptions.max_faces, show_default=True,
-              help="Most faces classified per frame (the highest-scoring ones).")
+              help="YuNet .onnx or BlazeFace .tflite instead of the bundle's, or a Haar cascade .xml.")
+@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=None,
+              help=f"Face detection score threshold [default: {_defaults('min_confidence')}].")
+@click.option("--min-face", type=click.IntRange(min=1), default=None,
+              help=f"Smallest face side, in frame pixels [default: {_defaults('min_face')}].")
+@click.option("--max-faces", type=click.IntRange(min=1), default=None,
+              help=f"Most faces classified per frame, the highest-scoring ones [default: {_defaults('max_faces')}].")
 @click.option("--smoothing", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5, show_default=True,
               help="Weight of the newest frame in each face's probability average.")
 @click.option("--no-smooth", is_flag=True, help="Report each frame's own probabilities (no averaging).")
@@ -85,6 +92,12 @@ def cli() -> None:
               help="Log format; auto picks CSV for a .csv name, else JSON Lines.")
 @click.option("--save-video", type=click.Path(path_type=Path), default=None, help="Write annotated video (.mp4/.avi).")
 @click.option("--json", "as_json", is_flag=True, help="For photos: print results as JSON, one object per image.")
+# Faces at room distance (issue 41): YuNet's detection scale; annotated copies of photos.
+@click.option("--detect-scale", type=click.FloatRange(0.25, 4.0), default=None,
+              help="YuNet only: run it on the frame enlarged (or shrunk) by this factor; 1.5 finds faces down "
+                   f"to ~20 px at 2.25x the detect time [default: {YUNET_SCALE}, at most {YUNET_MAX_SIDE} px long].")
+@click.option("--save-images", type=click.Path(path_type=Path), default=None,
+              help="For photos: write annotated copies into this folder (created if missing), same file names.")
 @click.option("--reconnect-timeout", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
               help="Seconds to keep retrying a camera or stream that stopped delivering frames.")
 # Live view (issue 43): a web page with the annotated stream, the faces, a timeline and the figures.
@@ -119,6 +132,10 @@ def cli() -> None:
               help="Client certificate (PEM) for mqtts://.")
 @click.option("--mqtt-key", type=click.Path(path_type=Path), default=None, help="Key of --mqtt-cert (PEM).")
 @click.option("--no-ha-discovery", is_flag=True, help="Do not publish Home Assistant discovery configs.")
+# Uncertain faces (issue 42): below this top probability a face is labelled "uncertain".
+@click.option("--min-emotion-confidence", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Label a face 'uncertain' (on screen, in logs and summaries) when its top emotion probability "
+                   "is below this; probabilities are still logged. The bundles' probabilities are calibrated.")
 def run_command(**opts: Any) -> None:
     """Detect faces and recognise their emotion, frame by frame."""
     code = run(**opts)
@@ -130,7 +147,7 @@ def run(
     bundle: Optional[Path], runtime: Optional[str], threads: Optional[int], source: str,
     resolution: Optional[str], lores: Optional[str], fps: Optional[float], max_frames: Optional[int],
     duration: Optional[float], loop: bool, detector: str, detector_model: Optional[Path],
-    min_confidence: float, min_face: int, max_faces: int, smoothing: float, no_smooth: bool,
+    min_confidence: Optional[float], min_face: Optional[int], max_faces: Optional[int], smoothing: float, no_smooth: bool,
     headless: bool, log_path: Optional[Path], log_format: str, save_video: Optional[Path], as_json: bool,
     reconnect_timeout: float, serve: Optional[str] = None, serve_fps: float = 10.0,
     serve_token: Optional[str] = None, serve_token_file: Optional[Path] = None,
@@ -138,12 +155,16 @@ def run(
     mqtt_interval: float = 1.0, mqtt_faces_rate: float = 2.0, mqtt_queue: int = 1000,
     mqtt_password_file: Optional[Path] = None, mqtt_ca: Optional[Path] = None, mqtt_cert: Optional[Path] = None,
     mqtt_key: Optional[Path] = None, no_ha_discovery: bool = False,
+    save_images: Optional[Path] = None, detect_scale: Optional[float] = None,
+    min_emotion_confidence: float = 0.0,
 ) -> int:
     """The ``run`` verb; returns the exit code (0, or 3 when the source was lost)."""
     from fer_edge.bundle import load_bundle
     from fer_edge.device.pipeline import Pipeline, close_sinks
     from fer_edge.device.runtime import find_runtime
-    from fer_edge.device.sinks import StillPrinter, VideoSink, WindowSink, check_output_path, has_display, open_log
+    from fer_edge.device.detect import StillDetector, YuNetDetector
+    from fer_edge.device.sinks import (FaceAnnotator, ImageSaver, StillPrinter, VideoSink, WindowSink,
+                                       check_output_path, has_display, open_log)
     from fer_edge.device.sources import StopFlag, describe_source, install_stop_handlers, open_source, parse_resolution
 
     # Cheap checks first, so a typo fails before any model or camera is touched.
@@ -162,6 +183,9 @@ def run(
     if as_json and not still:
         raise FerEdgeError("--json prints results for photos (an image file or a folder of them); for a camera, "
                            "stream or video use --log run.jsonl")
+    if save_images is not None and not still:
+        raise FerEdgeError("--save-images writes annotated photos (an image file or a folder of them); "
+                           "for a camera, stream or video use --save-video")
     window = not headless and not still and has_display()
     if not headless and not still and not window:
         _say("no display available, running headless")
@@ -176,21 +200,32 @@ def run(
     rt = find_runtime(runtime)
     verified = load_bundle(bundle)
     stop = StopFlag()
-    options = DetectorOptions(min_confidence=min_confidence, min_face=min_face, max_faces=max_faces)
-    with open_source(source, size, fps, loop=loop, need_image=window or save_video is not None or serve is not None,
+    detector = resolve_detector(detector, verified)
+    options = default_options(detector, min_confidence=min_confidence, min_face=min_face, max_faces=max_faces)
+    need_image = window or save_video is not None or save_images is not None or serve is not None
+    with open_source(source, size, fps, loop=loop, need_image=need_image,
                      reconnect_timeout=reconnect_timeout, stop=stop, lores=lores_size) as src:
         pipeline = Pipeline.from_bundle(verified, detector, detector_model, options, threads=threads, runtime=rt,
-                                        smoothing=1.0 if no_smooth else smoothing)
+                                        smoothing=1.0 if no_smooth else smoothing,
+                                        min_emotion_confidence=min_emotion_confidence)
+        if detect_scale is not None and isinstance(pipeline.detector, YuNetDetector):
+            pipeline.detector.scale, pipeline.detector.max_side = detect_scale, 0  # exactly the factor asked for
+        if still:  # photos: searched whole, padded once when no face is found, no frame rate drawn
+            pipeline.detector = StillDetector(pipeline.detector)
+            pipeline.annotator = FaceAnnotator(show_fps=False)
         sinks: list[Any] = []
         live_view = None
         mqtt_sink = None
         try:
             if still:
                 sinks.append(StillPrinter(verified.classes, as_json))
+            if save_images is not None:
+                sinks.append(ImageSaver(save_images))
             if log_path is not None:
                 meta = {"fer_edge": __version__, "bundle": str(verified.root), "bundle_sha256": verified.checksum,
                         "runtime": str(rt), "threads": threads, "detector": pipeline.detector.name,
-                        "source": src.name, "smoothing": pipeline.tracker.alpha}
+                        "source": src.name, "smoothing": pipeline.tracker.alpha,
+                        "min_emotion_confidence": min_emotion_confidence}
                 sinks.append(open_log(log_path, verified.classes, log_format, meta, with_origin=still))
             if save_video is not None:
                 sinks.append(VideoSink(save_video, src.fps if not still else 2.0))
@@ -249,7 +284,7 @@ def run(
 
 
 @cli.command("info")
-@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle to check (default: shipped).")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle to check: a path or a shipped name, ferplus (default) or fer2013.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--log", "log_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="A run log (JSONL or CSV): also say what MQTT did in its last run.")

@@ -1,8 +1,13 @@
 """Face detectors with one interface: grayscale frame in, a tuple of `Detection` out.
 
-Three back-ends, chosen with ``fer-device run --detector``:
+Three back-ends, chosen with ``fer-device run --detector`` (``auto``, the
+default, takes the bundle's default, the first of its ``detectors``):
 
-``blazeface`` (default)
+``yunet`` (the shipped bundle's default)
+    OpenCV's `cv2.FaceDetectorYN` running YuNet-n, whose ONNX file the bundle
+    ships; sees faces from close-ups down to ~16 pixels, people 1-4 m from a
+    640x480 camera. See `YuNetDetector`.
+``blazeface``
     MediaPipe's BlazeFace short-range model shipped in the bundle, run on the
     TFLite runtime. Its raw outputs are 896 anchor-relative boxes and scores;
     this module generates the SSD anchors and decodes them itself and applies
@@ -12,21 +17,20 @@ Three back-ends, chosen with ``fer-device run --detector``:
     OpenCV's Viola-Jones cascade (`cv2.CascadeClassifier`), present in
     OpenCV 4.x wheels with their cascade files; absent from OpenCV 5. No model
     to run, fast on big faces, but gives no calibrated confidence.
-``yunet``
-    OpenCV's `cv2.FaceDetectorYN`; needs the ONNX model file
-    (``face_detection_yunet_2023mar.onnx`` from opencv_zoo) given as a path.
 
 Every detector takes the *grayscale* frame because that is what the
 picamera2 lores stream gives for free (its Y plane), and applies the same
-filters: confidence threshold, minimum face side in pixels, at most
-`max_faces` faces (highest score first). Set-up (model load, anchors,
+filters: confidence threshold, minimum face side in frame pixels, at most
+`max_faces` faces (highest score first); `default_options` holds each one's
+defaults. Set-up (model load, anchors,
 buffers) happens once in ``__init__``; ``__call__`` runs per frame.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
@@ -39,23 +43,47 @@ from fer_edge.device.runtime import Runtime, TFLiteModel
 from fer_edge.errors import FerEdgeError
 from fer_edge.preprocess import InputEncoder, PreprocessSpec, dequantize
 
-DETECTORS: tuple[str, ...] = ("blazeface", "haar", "yunet")
+DETECTORS: tuple[str, ...] = ("yunet", "blazeface", "haar")
+#: What ``--detector auto`` means when the bundle does not say (bundles list their default first).
+DEFAULT_DETECTOR = "yunet"
+#: YuNet runs on the frame scaled by this (small faces grow past its ~20-px floor; the cost grows with
+#: the square), at most `YUNET_MAX_SIDE` pixels on the longer side, plus a pass on the frame shrunk by
+#: `YUNET_COARSE_SCALE` for faces too big for that; chosen with ``fer-bench detect`` (docs/benchmarks-detect.md).
+YUNET_SCALE = 1.5
+YUNET_MAX_SIDE = 960
+YUNET_COARSE_SCALE = 0.5
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 
 
 @dataclass(frozen=True)
 class DetectorOptions:
-    """Filters every detector applies; defaults suit a 640x480 frame at arm's length.
+    """Filters every detector applies; the defaults are YuNet's (the default detector), for a room.
 
-    `min_confidence` is 0.6 rather than MediaPipe's 0.5 to cut weak face-like
-    shapes on grayscale input. It is not a cure: on the built-in demo clip the
-    spacesuit collar scores up to 0.71 while the real face scores 0.61 and up.
+    Tuned with ``fer-bench detect`` (docs/benchmarks-detect.md): see
+    `DEFAULT_OPTIONS` for the other detectors' own. `max_faces` allows a
+    roomful of people; each face costs one classifier run.
     """
 
-    min_confidence: float = 0.6
-    min_face: int = 24
-    max_faces: int = 5
+    min_confidence: float = 0.8
+    min_face: int = 16
+    max_faces: int = 10
     nms_iou: float = 0.3
+
+
+#: Each detector's defaults, tuned with ``fer-bench detect`` (see docs/benchmarks-detect.md).
+#: BlazeFace keeps 0.6 rather than MediaPipe's 0.5 to cut weak face-like shapes on grayscale input (not a
+#: cure: on the built-in demo clip the spacesuit collar scores up to 0.71, the real face 0.61 and up).
+DEFAULT_OPTIONS: dict[str, DetectorOptions] = {
+    "yunet": DetectorOptions(),
+    "blazeface": DetectorOptions(min_confidence=0.6, min_face=24),
+    "haar": DetectorOptions(min_face=24),
+}
+
+
+def default_options(kind: str, **overrides: object) -> DetectorOptions:
+    """The defaults of detector `kind`, with any non-None `overrides` (``min_confidence=...``) applied."""
+    base = DEFAULT_OPTIONS.get(kind, DetectorOptions())
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 class Detector(Protocol):
@@ -155,11 +183,11 @@ class BlazeFaceDetector:
     def __init__(
         self,
         model_path: Path | str,
-        options: DetectorOptions = DetectorOptions(),
+        options: Optional[DetectorOptions] = None,
         threads: int = 1,
         runtime: Optional[Runtime] = None,
     ) -> None:
-        self.options = options
+        self.options = options or DEFAULT_OPTIONS["blazeface"]
         self.model = TFLiteModel(model_path, threads=threads, runtime=runtime)
         shape = self.model.input.shape
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
@@ -289,11 +317,11 @@ class HaarDetector:
     def __init__(
         self,
         cascade_path: Optional[Path | str] = None,
-        options: DetectorOptions = DetectorOptions(),
+        options: Optional[DetectorOptions] = None,
         min_neighbors: int = 5,
         max_side: int = 320,
     ) -> None:
-        self.options = options
+        self.options = options or DEFAULT_OPTIONS["haar"]
         self.cascade_path = find_haar_cascade(cascade_path)
         self.cascade = cv2.CascadeClassifier(str(self.cascade_path))
         if self.cascade.empty():
@@ -323,40 +351,217 @@ class HaarDetector:
 # --------------------------------------------------------------------------- YuNet
 
 
+class _YuNetPass:
+    """One `cv2.FaceDetectorYN` at one detection size, with its buffers (set once per frame size)."""
+
+    def __init__(self, model_path: Path, options: DetectorOptions) -> None:
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 240), options.min_confidence,
+                                                 options.nms_iou, 5000)
+            # A model that loads but is not YuNet (other outputs or input shape) fails on its first run: try one now.
+            self.net.detect(np.zeros((240, 320, 3), np.uint8))
+        except cv2.error as exc:
+            raise FerEdgeError(f"{model_path}: not a usable YuNet model ({_cv2_reason(exc)})") from None
+        self.frame_shape: tuple[int, int] = (0, 0)
+        self.size: tuple[int, int] = (0, 0)
+        self._small: Optional[np.ndarray] = None
+        self._bgr: Optional[np.ndarray] = None
+        self._back = (1.0, 1.0)
+
+    def resize(self, h: int, w: int, size: tuple[int, int]) -> None:
+        dw, dh = size
+        self.frame_shape, self.size = (h, w), size
+        self._back = (w / dw, h / dh)
+        self._small = np.empty((dh, dw), np.uint8) if (dw, dh) != (w, h) else None
+        self._bgr = np.empty((dh, dw, 3), np.uint8)
+        self.net.setInputSize((dw, dh))
+
+    def __call__(self, gray: np.ndarray) -> list[Detection]:
+        h, w = gray.shape[:2]
+        image = gray
+        if self._small is not None:
+            image = cv2.resize(gray, self.size, dst=self._small,
+                               interpolation=cv2.INTER_AREA if self.size[0] < w else cv2.INTER_LINEAR)
+        cv2.cvtColor(image, cv2.COLOR_GRAY2BGR, dst=self._bgr)
+        _, faces = self.net.detect(self._bgr)
+        return yunet_detections(faces, self._back, w, h) if faces is not None else []
+
+
 class YuNetDetector:
-    """OpenCV's YuNet (`cv2.FaceDetectorYN`). Needs its ONNX model file; takes BGR, so gray is expanded once per frame."""
+    """OpenCV's YuNet (`cv2.FaceDetectorYN`) on the frame scaled by `scale`, at most `max_side` pixels long.
+
+    YuNet is fully convolutional: it runs at whatever size it is given, so
+    unlike a 128x128 letterboxed BlazeFace it keeps the small faces of a
+    room-sized view. It finds faces from about 20 to 300 pixels, so enlarging
+    the frame (`scale` > 1) finds smaller ones, at a cost that grows with the
+    pixel count; `max_side` caps that size (a 1280x720 camera frame is
+    shrunk, not enlarged). Faces too big for the enlarged frame (someone
+    right in front of the camera) are found by a second, cheap pass on the
+    frame shrunk by `coarse_scale` (0: none; 0.5 costs a ninth of a 1.5x
+    pass); faces both passes find are merged, the higher score kept. Each
+    pass has buffers allocated once per frame size, and the boxes and the
+    five landmarks (eyes, nose tip, mouth corners) are mapped back to the
+    frame's pixels, so callers never see the detection sizes.
+    ``scale=1, max_side=0, coarse_scale=0`` runs once on the frame as it comes.
+
+    YuNet takes BGR, so the grayscale frame is replicated into a reused
+    3-channel buffer. OpenCV's DNN runs on OpenCV's thread pool, which is
+    process-wide: `threads` sets it (`cv2.setNumThreads`), as ``--threads``
+    sets the TFLite interpreters'.
+    """
 
     name = "yunet"
 
-    def __init__(self, model_path: Optional[Path | str], options: DetectorOptions = DetectorOptions()) -> None:
+    def __init__(
+        self,
+        model_path: Optional[Path | str],
+        options: Optional[DetectorOptions] = None,
+        threads: Optional[int] = None,
+        max_side: int = 0,
+        scale: float = 1.0,
+        coarse_scale: float = 0.0,
+    ) -> None:
         if model_path is None:
-            raise FerEdgeError("the yunet detector needs its model file: --detector-model "
-                               "face_detection_yunet_2023mar.onnx (from github.com/opencv/opencv_zoo)")
+            raise FerEdgeError("the yunet detector needs its model file: use a bundle that ships one, or give "
+                               "--detector-model yunet.onnx (face_detection_yunet_2023mar.onnx from opencv_zoo)")
         if not hasattr(cv2, "FaceDetectorYN"):
             raise FerEdgeError(f"this OpenCV ({cv2.__version__}) has no FaceDetectorYN: use --detector blazeface")
         model_path = Path(model_path)
         if not model_path.is_file():
             raise FerEdgeError(f"{model_path}: YuNet model file not found")
-        self.options = options
-        try:
-            self.net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), options.min_confidence,
-                                                 options.nms_iou, 5000)
-        except cv2.error as exc:
-            raise FerEdgeError(f"{model_path}: not a usable YuNet model ({str(exc).strip().splitlines()[-1]})") from None
-        self._bgr: Optional[np.ndarray] = None
+        self.options = options or DEFAULT_OPTIONS["yunet"]
+        self.model_path = model_path
+        self.max_side = max_side
+        self.scale = scale
+        self.coarse_scale = coarse_scale
+        if threads is not None:
+            cv2.setNumThreads(threads)
+        self._main = _YuNetPass(model_path, self.options)
+        self._coarse: Optional[_YuNetPass] = None
+        self._settings: tuple[float, int, float] = (0.0, 0, 0.0)
+
+    def detect_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the main pass for a `width` x `height` frame."""
+        factor = self.scale
+        if self.max_side and max(width, height) * factor > self.max_side:
+            factor = self.max_side / max(width, height)
+        if factor == 1.0:
+            return width, height
+        return max(1, round(width * factor)), max(1, round(height * factor))
+
+    def coarse_size(self, width: int, height: int) -> Optional[tuple[int, int]]:
+        """(width, height) of the coarse pass, or None when there is none (off, or the main pass is not enlarged)."""
+        if not self.coarse_scale or self.detect_size(width, height)[0] <= width:
+            return None  # only an enlarged main pass misses big faces
+        return max(1, round(width * self.coarse_scale)), max(1, round(height * self.coarse_scale))
+
+    def _resize(self, h: int, w: int) -> None:
+        """Set up the passes for a new frame size (or new settings): once, not per frame."""
+        self._main.resize(h, w, self.detect_size(w, h))
+        coarse = self.coarse_size(w, h)
+        if coarse is None:
+            self._coarse = None
+        else:
+            if self._coarse is None:
+                self._coarse = _YuNetPass(self.model_path, self.options)
+            self._coarse.resize(h, w, coarse)
+        self._settings = (self.scale, self.max_side, self.coarse_scale)
 
     def __call__(self, gray: np.ndarray) -> tuple[Detection, ...]:
         h, w = gray.shape[:2]
-        if self._bgr is None or self._bgr.shape[:2] != (h, w):
-            self._bgr = np.empty((h, w, 3), np.uint8)
-            self.net.setInputSize((w, h))
-        cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR, dst=self._bgr)
-        _, faces = self.net.detect(self._bgr)
-        detections = []
-        for f in (faces if faces is not None else ()):
-            points = tuple((float(f[4 + 2 * k]), float(f[5 + 2 * k])) for k in range(5))
-            detections.append(Detection(Box.from_xywh(*f[:4]).clip(w, h), float(f[14]), points))
-        return _keep(detections, self.options)
+        if (h, w) != self._main.frame_shape or self._settings != (self.scale, self.max_side, self.coarse_scale):
+            self._resize(h, w)
+        found = self._main(gray)
+        if self._coarse is not None:
+            found = _merge(found, self._coarse(gray), self.options.nms_iou)
+        return _keep(found, self.options)
+
+
+def _merge(a: list[Detection], b: list[Detection], iou: float) -> list[Detection]:
+    """Faces of two passes as one list: where both found a face (boxes overlapping past `iou`), the better score."""
+    merged: list[Detection] = []
+    for d in sorted(a + b, key=lambda d: d.score, reverse=True):
+        if all(d.box.iou(k.box) <= iou for k in merged):
+            merged.append(d)
+    return merged
+
+
+def yunet_detections(faces: np.ndarray, back: tuple[float, float], width: int, height: int) -> list[Detection]:
+    """`cv2.FaceDetectorYN` rows (x, y, w, h, 5 landmark x/y pairs, score) -> `Detection` in frame pixels.
+
+    `back` is the (x, y) factor from the detection size to the frame; boxes
+    are clipped to the `width` x `height` frame, landmarks are not (an eye can
+    sit just outside a clipped box at the border).
+    """
+    sx, sy = back
+    detections = []
+    for f in faces:
+        box = Box.from_xywh(f[0] * sx, f[1] * sy, f[2] * sx, f[3] * sy).clip(width, height)
+        points = tuple((float(f[4 + 2 * k]) * sx, float(f[5 + 2 * k]) * sy) for k in range(5))
+        detections.append(Detection(box, float(f[14]), points))
+    return detections
+
+
+def _cv2_reason(exc: Exception) -> str:
+    """What an OpenCV error says went wrong, without its C++ file, line and function."""
+    text = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+    match = re.search(r"error: \([^)]*\) (.*?)(?: in function '[^']*')?$", text)
+    return match.group(1) if match else text
+
+
+# --------------------------------------------------------------------------- stills
+
+
+class StillDetector:
+    """A detector set up for photos: each searched at its own resolution, and padded once when nothing is found.
+
+    A video detector shrinks big frames for speed (`YuNetDetector.max_side`);
+    a photo has time, so it is searched whole, up to `max_side` pixels on its
+    longer side (YuNet's memory grows with the pixel count: a 12-megapixel
+    photo would need gigabytes). A face that fills the photo (a close-up cut
+    at the chin and the hairline) is what detectors trained on scenes miss
+    most, so when the photo gives no face it is searched again with a border
+    of `pad` times its longer side on every side, in the photo's mean grey,
+    where the face becomes a face in a scene. That padded copy is shrunk to
+    `retry_side` pixels (a face filling it is still big), and boxes and
+    landmarks are mapped back to the photo's pixels.
+    """
+
+    def __init__(self, inner: Detector, pad: float = 0.5, max_side: int = 2048, retry_side: int = 640) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.options = inner.options
+        self.pad = pad
+        self.retry_side = retry_side
+        if isinstance(inner, YuNetDetector):
+            inner.scale, inner.max_side, inner.coarse_scale = 1.0, max_side, 0.0
+        self._canvas: Optional[np.ndarray] = None
+        self.retries = 0  # photos whose face was found only in the padded search
+
+    def __call__(self, gray: np.ndarray) -> tuple[Detection, ...]:
+        found = self.inner(gray)
+        if found or self.pad <= 0:
+            return found
+        h, w = gray.shape[:2]
+        border = max(h, w) * self.pad
+        scale = min(1.0, self.retry_side / (max(h, w) + 2 * border))
+        iw, ih = max(1, round(w * scale)), max(1, round(h * scale))
+        ox, oy = round(border * scale), round(border * scale)
+        shape = (ih + 2 * oy, iw + 2 * ox)
+        if self._canvas is None or self._canvas.shape != shape:
+            self._canvas = np.empty(shape, np.uint8)
+        self._canvas[...] = int(gray.mean())
+        cv2.resize(gray, (iw, ih), dst=self._canvas[oy:oy + ih, ox:ox + iw], interpolation=cv2.INTER_AREA)
+        found = self.inner(self._canvas)
+        if found:
+            self.retries += 1
+        return tuple(_unpad(d, ox, oy, w / iw, h / ih, w, h) for d in found)
+
+
+def _unpad(d: Detection, ox: float, oy: float, sx: float, sy: float, width: int, height: int) -> Detection:
+    """A detection on the padded, shrunk canvas in the photo's own pixels (box clipped to the photo)."""
+    box = d.box.translate(-ox, -oy).scale(sx, sy).clip(width, height)
+    return Detection(box, d.score, tuple(((x - ox) * sx, (y - oy) * sy) for x, y in d.keypoints))
 
 
 # --------------------------------------------------------------------------- factory
@@ -366,22 +571,35 @@ def make_detector(
     kind: str,
     bundle: Optional[Bundle] = None,
     model_path: Optional[Path | str] = None,
-    options: DetectorOptions = DetectorOptions(),
+    options: Optional[DetectorOptions] = None,
     threads: int = 1,
     runtime: Optional[Runtime] = None,
 ) -> Detector:
-    """Build the detector named `kind` (one of `DETECTORS`).
+    """Build the detector named `kind` (one of `DETECTORS`, or ``auto``: the bundle's default).
 
-    `model_path` overrides the bundle's BlazeFace, names a Haar cascade, or is
-    YuNet's required ONNX file.
+    `model_path` overrides the bundle's model file (BlazeFace .tflite, YuNet
+    .onnx) or names a Haar cascade. `options` default to `default_options`
+    of the kind.
     """
+    kind = resolve_detector(kind, bundle)
+    options = options or default_options(kind)
     if kind == "blazeface":
-        path = model_path or (bundle.detector_path if bundle is not None else None)
+        path = model_path or (bundle.detector_file("blazeface") if bundle is not None else None)
         if path is None:
-            raise FerEdgeError("this bundle has no detector.tflite: give --detector-model or use --detector haar")
+            raise FerEdgeError("this bundle has no BlazeFace detector: give --detector-model or use --detector yunet")
         return BlazeFaceDetector(path, options, threads=threads, runtime=runtime)
     if kind == "haar":
         return HaarDetector(model_path, options)
     if kind == "yunet":
-        return YuNetDetector(model_path, options)
+        path = model_path or (bundle.detector_file("yunet") if bundle is not None else None)
+        return YuNetDetector(path, options, threads=threads, max_side=YUNET_MAX_SIDE, scale=YUNET_SCALE,
+                             coarse_scale=YUNET_COARSE_SCALE)
     raise FerEdgeError(f"unknown detector '{kind}': choose one of {', '.join(DETECTORS)}")
+
+
+def resolve_detector(kind: Optional[str], bundle: Optional[Bundle] = None) -> str:
+    """``auto`` (or None) -> the bundle's default detector (BlazeFace for bundles that ship only it)."""
+    if kind in (None, "auto"):
+        default = bundle.default_detector if bundle is not None else None
+        return default if default in DETECTORS else DEFAULT_DETECTOR
+    return kind

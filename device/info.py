@@ -79,8 +79,10 @@ def bundle_facts(path: Optional[Path | str] = None) -> dict[str, Any]:
     manifest = bundle.manifest
     return {
         "path": str(bundle.root), "verified": True, "sha256": bundle.checksum, "classes": list(bundle.classes),
-        "model": {k: manifest["model"].get(k) for k in ("file", "mode", "input", "output")},
-        "detector": (manifest.get("detector") or {}).get("kind"),
+        "model": {k: manifest["model"].get(k) for k in ("file", "mode", "input", "output", "label_set", "temperature")},
+        "crop": bundle.spec.crop,
+        "detector": bundle.default_detector,
+        "detectors": [{k: d.get(k) for k in ("kind", "model", "file", "license", "sha256")} for d in bundle.detectors],
         "accuracy": manifest.get("accuracy"), "files": manifest.get("files", {}),
     }
 
@@ -211,7 +213,12 @@ def format_facts(facts: dict[str, Any]) -> str:
     if b["verified"]:
         lines += [f"bundle:   {b['path']} (verified), sha256 {b['sha256']}",
                   f"          classes: {', '.join(b['classes'])}; model {b['model'].get('mode')}, "
-                  f"detector {b['detector'] or 'none'}"]
+                  f"default detector {b['detector'] or 'none'}",
+                  f"          trained on {b['model'].get('label_set') or 'unrecorded labels'}; {b['crop']} crop; "
+                  + (f"calibrated (T = {b['model']['temperature']:.3f})" if b['model'].get('temperature')
+                     else "not calibrated")]
+        lines += [f"          detector {d['kind']}: {d['model'] or '?'} ({d['file']}), licence {d['license'] or '?'}"
+                  for d in b.get("detectors", [])]
         if b.get("accuracy"):
             acc = b["accuracy"]
             lines.append(f"          accuracy ({acc.get('split')}): {acc.get('converted_top1', 0):.2%} "
@@ -227,7 +234,7 @@ def format_facts(facts: dict[str, Any]) -> str:
         lines.append("          picamera2: not installed")
     lines += [
         f"opencv:   {ocv['version']}; Haar {'yes' if ocv['haar'] else 'no'}"
-        f" (cascade {ocv['haar_cascade'] or 'not found'}); YuNet {'yes' if ocv['yunet'] else 'no'} (needs a model file)",
+        f" (cascade {ocv['haar_cascade'] or 'not found'}); YuNet {'yes' if ocv['yunet'] else 'no'}",
         f"          GUI {ocv['gui']}, display {'yes' if ocv['display'] else 'no'}; "
         + ", ".join(f"{k} {v}" for k, v in ocv["video_io"].items()),
     ]

@@ -36,6 +36,7 @@ from fer_edge.device.detect import Detector, DetectorOptions, make_detector
 from fer_edge.device.runtime import Runtime, find_runtime
 from fer_edge.device.sources import Frame, Source, StopFlag
 from fer_edge.device.track import TrackedFace, Tracker
+from fer_edge.labels import UNCERTAIN
 
 #: Stage names, in order; every `FrameResult.timings` has these keys (milliseconds).
 #: The last three are the sinks, by their `stage` attribute: the log (and stdout),
@@ -199,20 +200,24 @@ class Pipeline:
     def from_bundle(
         cls,
         bundle: Bundle,
-        detector: str = "blazeface",
+        detector: str = "auto",
         detector_model: Optional[Path | str] = None,
-        options: DetectorOptions = DetectorOptions(),
+        options: Optional[DetectorOptions] = None,
         threads: int = 1,
         runtime: Optional[Runtime] = None,
         smoothing: float = 0.5,
         annotator: Optional[Annotator] = None,
+        min_emotion_confidence: float = 0.0,
     ) -> "Pipeline":
         """Build every stage from a verified bundle; the one place models are loaded.
 
-        `smoothing` is the tracker's EMA weight of the newest frame (1.0 = off).
+        `smoothing` is the tracker's EMA weight of the newest frame (1.0 = off);
+        a face whose top probability is below `min_emotion_confidence` is
+        labelled ``uncertain``.
         """
         runtime = runtime or find_runtime()
         det = make_detector(detector, bundle, detector_model, options, threads=threads, runtime=runtime)
+        options = det.options  # the detector's own defaults when none were given
         classifier = EmotionClassifier(bundle.model_path, bundle.classes, threads=threads, runtime=runtime,
                                        max_faces=options.max_faces)
         preprocessor = FacePreprocessor(bundle.spec, classifier.input, max_faces=options.max_faces)
@@ -220,7 +225,8 @@ class Pipeline:
             from fer_edge.device.sinks import FaceAnnotator
 
             annotator = FaceAnnotator()
-        return cls(det, preprocessor, classifier, Tracker(bundle.classes, alpha=smoothing), annotator)
+        tracker = Tracker(bundle.classes, alpha=smoothing, min_confidence=min_emotion_confidence)
+        return cls(det, preprocessor, classifier, tracker, annotator)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -233,7 +239,7 @@ class Pipeline:
         t0 = time.perf_counter()
         detections = self.detector(frame.gray)
         t1 = time.perf_counter()
-        inputs = self.preprocessor(frame.gray, [d.box for d in detections])
+        inputs = self.preprocessor(frame.gray, detections)
         t2 = time.perf_counter()
         probs = self.classifier(inputs)
         t3 = time.perf_counter()
@@ -324,7 +330,7 @@ class Pipeline:
             faces=stats.faces,
             skipped_frames=source_stats.skipped if source_stats else 0,
             reconnects=source_stats.reconnects if source_stats else 0,
-            label_counts={name: stats.labels[name] for name in self.classes if stats.labels[name]},
+            label_counts={name: stats.labels[name] for name in (*self.classes, UNCERTAIN) if stats.labels[name]},
             median_ms=medians,
             end_reason=self.end_reason,
             source_lost=bool(self._source is not None and self._source.end_reason),

@@ -53,7 +53,7 @@ from fer_edge.device.pipeline import INFERENCE_STAGES, FrameResult, RunSummary
 from fer_edge.device.sources import StopFlag
 from fer_edge.device.track import TrackedFace
 from fer_edge.errors import FerEdgeError
-from fer_edge.labels import DISPLAY
+from fer_edge.labels import DISPLAY, UNCERTAIN
 
 LOG_FORMATS = ("jsonl", "csv")
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
@@ -95,7 +95,7 @@ class FaceAnnotator:
 
     def __init__(self, color: tuple[int, int, int] = (60, 220, 60), show_fps: bool = True) -> None:
         self.color = color
-        self.show_fps = show_fps
+        self.show_fps = show_fps  # off for photos, where a frame rate means nothing
         self._last: Optional[float] = None
         self._fps = 0.0
 
@@ -115,6 +115,8 @@ class FaceAnnotator:
             text = f"{DISPLAY.get(face.label, face.label)} {face.confidence:.0%} #{face.track_id}"
             (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
             ty = y0 - 4 if y0 - th - base - 4 >= 0 else y1 + th + 4
+            if ty + base > image.shape[0]:  # a face filling the photo: the label goes inside the box's top
+                ty = y0 + th + 4
             cv2.rectangle(image, (x0, ty - th - 3), (x0 + tw + 4, ty + base - 1), self.color, cv2.FILLED)
             cv2.putText(image, text, (x0 + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
         if self._fps and self.show_fps:
@@ -170,7 +172,7 @@ def minute_record(minute: int, frames: int, faces: int, counts: dict[str, int],
                   classes: Sequence[str]) -> dict[str, Any]:
     """The JSON log's ``minute`` record (from `_MinuteCounts`); also the live view's timeline entries and MQTT's summary."""
     return {"type": "minute", "minute": iso_time(minute * 60, "minutes"), "frames": frames, "faces": faces,
-            "counts": {c: counts[c] for c in classes if c in counts}}
+            "counts": {c: counts[c] for c in (*classes, UNCERTAIN) if c in counts}}
 
 
 class _LineLog:
@@ -305,7 +307,7 @@ class CsvLog(_LineLog):
         self._writer.writerow(row)
 
     def _write_minute(self, minute: int, frames: int, faces: int, counts: dict[str, int]) -> None:
-        for label in self.classes:
+        for label in (*self.classes, UNCERTAIN):
             if label in counts:
                 self._writer.writerow({"type": "minute", "time": iso_time(minute * 60, "minutes"),
                                        "label": label, "count": counts[label]})
@@ -443,6 +445,53 @@ class WindowSink:
             cv2.destroyWindow(self.title)
         except cv2.error:
             pass
+
+
+class ImageSaver:
+    """Annotated copies of photos (``--save-images DIR``): ``photo.jpg`` in, ``DIR/photo.jpg`` out.
+
+    The copy keeps the photo's name and format when this OpenCV can write it
+    (`cv2.haveImageWriter`), else gets ``.png`` added (e.g. a GIF). Each is
+    written to a hidden temporary name and renamed into place, so an
+    interrupted run never leaves half an image under a real name. The folder
+    is created if its parent exists.
+    """
+
+    needs_image = True
+    stage = "video"
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise FerEdgeError(f"{self.folder}: cannot save images there: it is a file")
+        parent = self.folder.parent if str(self.folder.parent) else Path(".")
+        if not parent.is_dir():
+            raise FerEdgeError(f"{self.folder}: cannot save images: folder {parent} does not exist")
+        self.folder.mkdir(exist_ok=True)
+        self.written: list[Path] = []
+
+    def target(self, origin: str) -> Path:
+        """Where the annotated copy of `origin` goes."""
+        name = Path(origin).name or "image.png"
+        return self.folder / (name if cv2.haveImageWriter(name) else name + ".png")
+
+    def __call__(self, result: FrameResult) -> None:
+        if result.image is None:
+            return
+        target = self.target(result.origin)
+        part = target.with_name(f".{target.stem}.part{target.suffix}")
+        try:
+            ok = cv2.imwrite(str(part), result.image)
+        except cv2.error:
+            ok = False
+        if not ok:
+            part.unlink(missing_ok=True)
+            raise FerEdgeError(f"{target}: cannot write the annotated image (disk full or no encoder)")
+        os.replace(part, target)
+        self.written.append(target)
+
+    def close(self, summary: Optional[RunSummary] = None) -> None:
+        pass
 
 
 class StillPrinter:

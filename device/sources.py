@@ -39,7 +39,9 @@ from fer_edge.preprocess import to_gray
 
 log = logging.getLogger("fer_edge.device")
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
+#: Names taken for images even when OpenCV cannot read the content, so a broken photo is reported as one.
+#: Whether a file IS an image is OpenCV's call (`is_image_file`): any format the installed build decodes.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".gif"})
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"})
 DEFAULT_RESOLUTION = (640, 480)
 
@@ -526,9 +528,25 @@ def describe_source(spec: str) -> str:
     path = Path(spec)
     if path.is_dir():
         return "folder"
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if path.suffix.lower() in IMAGE_SUFFIXES or is_image_file(path):
         return "image"
     return "video"
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether the installed OpenCV has a decoder for this file (it reads the file's signature, not its name).
+
+    So every format this OpenCV build reads is accepted (GIF since 4.7,
+    AVIF, JPEG 2000, OpenEXR... as compiled in), and a video is not mistaken
+    for one. False for a file that does not exist.
+    """
+    if not path.is_file():
+        return False
+    with _QuietOpenCV():
+        try:
+            return bool(cv2.haveImageReader(str(path)))
+        except cv2.error:
+            return False
 
 
 def open_source(
@@ -562,9 +580,10 @@ def open_source(
         return OpenCVSource(spec, "stream", reconnect_timeout=reconnect_timeout, stop=stop)
     path = Path(spec)
     if kind == "folder":
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        images = sorted(p for p in path.iterdir()
+                        if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_image_file(p)))
         if not images:
-            raise FerEdgeError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise FerEdgeError(f"{path}: no image files (none that this OpenCV {cv2.__version__} can read)")
         return ImageSource(images, loop=loop, name=str(path))
     if not path.exists():
         raise FerEdgeError(f"{path}: no such file")

@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from fer_edge.device.boxes import Box, Detection
+from fer_edge.labels import UNCERTAIN
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class TrackedFace:
     """One face in one frame: what the sinks draw and log.
 
     `probs` are smoothed (equal to `raw_probs` when smoothing is off); `label`
-    and `confidence` are the top smoothed class and its probability. Boxes are
+    and `confidence` are the top smoothed class and its probability, except
+    that a face whose top probability is below the tracker's
+    `min_confidence` is labelled ``uncertain`` (its probabilities unchanged). Boxes are
     in the detection frame's pixels until the pipeline scales them to the
     display frame.
     """
@@ -69,9 +72,13 @@ class Tracker:
         alpha: float = 0.5,
         iou_threshold: float = 0.3,
         max_missed: int = 5,
+        min_confidence: float = 0.0,
     ) -> None:
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"smoothing alpha must be in (0, 1], got {alpha}")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        self.min_confidence = float(min_confidence)
         self.classes = tuple(classes)
         self.alpha = float(alpha)
         self.iou_threshold = iou_threshold
@@ -122,9 +129,10 @@ class Tracker:
                 track.missed = 0
             seen.add(track.track_id)
             top = int(np.argmax(track.probs))
+            confidence = float(track.probs[top])
             faces.append(TrackedFace(
                 track_id=track.track_id, box=box, score=detections[i].score,
-                label=self.classes[top], confidence=float(track.probs[top]),
+                label=self.classes[top] if confidence >= self.min_confidence else UNCERTAIN, confidence=confidence,
                 probs=tuple(track.probs.tolist()), raw_probs=tuple(probs[i].tolist()),
             ))
         for track in self._tracks:

@@ -6,9 +6,17 @@ Layout (every file but the manifest is listed in it with its SHA-256)::
     emotion.tflite       the emotion model (int8 by default)
     labels.txt           class names, one per line, in output order
     preprocess.json      the contract's PreprocessSpec (size, crop margin, normalisation)
+    detector-yunet.onnx  YuNet-n face detector (libfacedetection.train, Apache-2.0)
+    LICENSE-detector-yunet.txt  its licence
     detector.tflite      BlazeFace short-range (MediaPipe, Apache-2.0)
-    LICENSE-detector.txt the detector's licence
+    LICENSE-detector.txt its licence
     accuracy.json/.md    the conversion's accuracy report
+
+The manifest lists the face detectors under ``detectors``, the default first;
+each entry records its ``kind`` (the ``fer-device run --detector`` name),
+``file``, ``license``, ``license_file``, ``sha256`` and where it came from.
+Bundles written before that list existed carry one BlazeFace entry under
+``detector``; `Bundle.detectors` reads both, so they keep working.
 
 `load_bundle` refuses a bundle with a missing file, a checksum mismatch or an
 unknown format version, naming the file, so a half-copied or edited bundle
@@ -25,7 +33,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from fer_edge.errors import FerEdgeError
 from fer_edge.labels import validate_classes
@@ -38,6 +46,43 @@ MODEL_FILE = "emotion.tflite"
 LABELS_FILE = "labels.txt"
 SPEC_FILE = "preprocess.json"
 DETECTOR_FILE = "detector.tflite"
+
+
+@dataclass(frozen=True)
+class DetectorEntry:
+    """One face detector a bundle ships: what to build it with and under which licence.
+
+    `kind` is the detector's name in ``fer-device run --detector`` (``yunet``,
+    ``blazeface``); `model` names the variant (``yunet-s``,
+    ``blazeface-short-range``).
+    """
+
+    kind: str
+    file: str
+    model: str = ""
+    license: str = ""
+    license_file: str = ""
+    source: str = ""
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def to_manifest(self, sha256: str) -> dict[str, Any]:
+        entry = {"kind": self.kind, "model": self.model, "file": self.file, "sha256": sha256,
+                 "license": self.license, "license_file": self.license_file, "source": self.source}
+        entry.update(self.extra)
+        return {k: v for k, v in entry.items() if v != ""}
+
+
+def _detector_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's detectors, default first; a pre-list bundle's single BlazeFace read as a one-item list."""
+    listed = manifest.get("detectors")
+    if isinstance(listed, list):
+        return [dict(d) for d in listed if isinstance(d, dict) and d.get("file") and d.get("kind")]
+    legacy = manifest.get("detector")
+    if isinstance(legacy, dict) and legacy.get("file"):
+        old_kind = str(legacy.get("kind") or "blazeface-short-range")
+        return [{**legacy, "kind": "blazeface", "model": old_kind,
+                 "license_file": legacy.get("license_file", "LICENSE-detector.txt")}]
+    return []
 
 
 def sha256_of(path: Path) -> str:
@@ -62,9 +107,27 @@ class Bundle:
         return self.root / self.manifest["model"]["file"]
 
     @property
+    def detectors(self) -> list[dict[str, Any]]:
+        """Manifest entries of the shipped face detectors, the default first (see the module docstring)."""
+        return _detector_entries(self.manifest)
+
+    @property
+    def default_detector(self) -> Optional[str]:
+        """The kind of the bundle's default detector (its first), or None if it ships none."""
+        entries = self.detectors
+        return entries[0]["kind"] if entries else None
+
+    def detector_file(self, kind: str) -> Optional[Path]:
+        """The model file of the shipped detector of `kind`, or None if the bundle has none."""
+        for entry in self.detectors:
+            if entry["kind"] == kind:
+                return self.root / entry["file"]
+        return None
+
+    @property
     def detector_path(self) -> Optional[Path]:
-        detector = self.manifest.get("detector")
-        return self.root / detector["file"] if detector else None
+        """The BlazeFace model file (kept for callers written before bundles held several detectors)."""
+        return self.detector_file("blazeface")
 
     @property
     def checksum(self) -> str:
@@ -72,9 +135,39 @@ class Bundle:
         return sha256_of(self.root / MANIFEST)
 
 
+#: The bundles shipped inside the package, by name (``--bundle fer2013``): each holds a model trained
+#: on that label set. The default is the one more accurate through the device path on real photos
+#: (docs/models-and-crops.md).
+SHIPPED_BUNDLES: tuple[str, ...] = ("ferplus", "fer2013")
+DEFAULT_BUNDLE = "ferplus"
+
+
+def package_data_dir() -> Path:
+    """The package's data folder: the shipped bundles (``bundles/NAME``), licence texts, the landmark template."""
+    return Path(__file__).resolve().parent / "data"
+
+
+def shipped_bundle_path(name: str) -> Path:
+    """The folder of the shipped bundle `name` (one of `SHIPPED_BUNDLES`)."""
+    return package_data_dir() / "bundles" / name
+
+
 def default_bundle_path() -> Path:
-    """The bundle shipped inside the package, so `fer-device` works right after install."""
-    return Path(__file__).resolve().parent / "data" / "bundle"
+    """The default bundle shipped inside the package, so `fer-device` works right after install."""
+    return shipped_bundle_path(DEFAULT_BUNDLE)
+
+
+def resolve_bundle(path: Path | str | None) -> Path:
+    """A ``--bundle`` value as a path: None is the default, a shipped name its folder, anything else a path.
+
+    An existing file or folder of that name wins over a shipped name, so a
+    user's own ``./ferplus`` bundle is never shadowed.
+    """
+    if path is None:
+        return default_bundle_path()
+    if str(path) in SHIPPED_BUNDLES and not Path(path).exists():
+        return shipped_bundle_path(str(path))
+    return Path(path)
 
 
 def write_bundle(
@@ -85,14 +178,19 @@ def write_bundle(
     model_info: dict[str, Any],
     detector: Optional[Path] = None,
     detector_info: Optional[dict[str, Any]] = None,
+    detectors: Sequence[tuple[Path, DetectorEntry]] = (),
     extra_files: Optional[dict[str, Path | str | bytes]] = None,
     extra_manifest: Optional[dict[str, Any]] = None,
     archive: bool = False,
 ) -> Path:
     """Write a bundle folder atomically (built beside `out_dir`, then renamed into place).
 
-    `extra_files` maps a bundle file name to a source path, text or bytes
-    (licences, reports). Returns the folder, or the ``.tar.gz`` when `archive`.
+    `detectors` are (source file, entry) pairs, the default first; each file
+    is copied in as ``entry.file`` and listed under ``detectors`` with its
+    SHA-256. `detector`/`detector_info` write the older single-BlazeFace
+    ``detector`` entry instead. `extra_files` maps a bundle file name to a
+    source path, text or bytes (licences, reports). Returns the folder, or the
+    ``.tar.gz`` when `archive`.
     """
     classes = validate_classes(classes)
     out_dir = Path(out_dir)
@@ -114,6 +212,14 @@ def write_bundle(
         if detector is not None:
             shutil.copyfile(detector, tmp / DETECTOR_FILE)
             manifest["detector"] = {"file": DETECTOR_FILE, **(detector_info or {})}
+        if detectors:
+            entries = []
+            for source, entry in detectors:
+                if Path(entry.file).name != entry.file:
+                    raise FerEdgeError(f"detector file name {entry.file!r} must be a plain file name")
+                shutil.copyfile(source, tmp / entry.file)
+                entries.append(entry.to_manifest(sha256_of(tmp / entry.file)))
+            manifest["detectors"] = entries
         for name, content in (extra_files or {}).items():
             target = tmp / name
             if isinstance(content, bytes):
@@ -161,8 +267,8 @@ def _extract_archive(path: Path) -> Path:
 
 
 def load_bundle(path: Path | str | None = None, verify: bool = True) -> Bundle:
-    """Open and verify a bundle folder or archive (default: the one shipped in the package)."""
-    root = Path(path) if path is not None else default_bundle_path()
+    """Open and verify a bundle folder, archive or shipped name (default: the package's default bundle)."""
+    root = resolve_bundle(path)
     if not root.exists():
         raise FerEdgeError(f"{root}: bundle not found")
     if root.is_file():
@@ -185,6 +291,9 @@ def load_bundle(path: Path | str | None = None, verify: bool = True) -> Bundle:
     for name in (manifest["model"]["file"], manifest.get("labels", LABELS_FILE), manifest.get("preprocess", SPEC_FILE)):
         if name not in files:
             raise FerEdgeError(f"{manifest_path}: {name} is not listed in files")
+    for entry in _detector_entries(manifest):
+        if entry["file"] not in files:
+            raise FerEdgeError(f"{manifest_path}: detector file {entry['file']} is not listed in files")
     if verify:
         for name, expected in files.items():
             file_path = root / name

@@ -34,7 +34,9 @@ FERPLUS_COLUMNS: dict[str, str] = {
 FERPLUS8_CLASSES: tuple[str, ...] = FER2013_CLASSES + ("contempt",)
 
 #: Short display names used by the device overlay.
-DISPLAY = {name: name.capitalize() for name in FERPLUS8_CLASSES}
+#: The label a face gets when its top probability is below ``fer-device run --min-emotion-confidence``.
+UNCERTAIN = "uncertain"
+DISPLAY = {name: name.capitalize() for name in (*FERPLUS8_CLASSES, UNCERTAIN)}
 
 
 def validate_classes(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -21,7 +21,11 @@ Three comparisons, each on identical inputs so a difference is the platform's:
   source images through each platform's own `prepare_face` is reported too);
 * detector (BlazeFace, float): letterboxed canvases -> 896 scores: max score
   difference <= `SCORE_TOL`, same best anchor, its box within `BOX_TOL` pixels;
-  then the chain detector box -> `crop_face` -> emotion model, end to end.
+  then the chain detector box -> `crop_face` -> emotion model, end to end;
+* YuNet (the bundle's default detector, OpenCV DNN, float) on the same scenes
+  at their own size: the same faces (paired by IoU), scores within
+  `YUNET_SCORE_TOL`, boxes and landmarks within `YUNET_BOX_TOL` pixels; and
+  its best box -> `crop_face` -> emotion model. Skipped for bundles without YuNet.
 
 A top-1 is only demanded where the host's top-two margin exceeds twice the
 tolerance (a near-tie has no platform-independent winner); such faces are
@@ -51,6 +55,13 @@ BOX_TOL = 1.0
 #: x86-64 and aarch64 (about a quarter of the pixels differ by 1, a few by 2); INTER_AREA
 #: (shrinking) and INTER_LINEAR_EXACT are.
 CROP_TOL = 2
+
+#: YuNet through OpenCV's DNN: float32 convolutions whose summation order differs between AVX and NEON.
+YUNET_SCORE_TOL = 2e-3
+YUNET_BOX_TOL = 1.0
+#: YuNet detections kept per scene (best first), and the score they must reach.
+YUNET_TOP = 5
+YUNET_MIN_SCORE = 0.3
 
 N_FACES = 100
 REF_FORMAT = "fer-edge-arm64-parity/1"
@@ -203,7 +214,73 @@ def run_all(arrays: dict[str, np.ndarray], bundle_path: Optional[str] = None,
         chain_probs.append(classify(face))
     out.update(det_scores=np.stack(scores), det_top=np.array(tops), det_box=np.stack(boxes),
                chain_faces48=np.stack(chain_faces), chain_probs=np.stack(chain_probs))
+    yunet_path = bundle.detector_file("yunet")
+    if yunet_path is not None:
+        from fer_edge.device.detect import DetectorOptions, YuNetDetector
+
+        yunet = YuNetDetector(yunet_path, DetectorOptions(min_confidence=YUNET_MIN_SCORE, min_face=1,
+                                                          max_faces=YUNET_TOP), threads=1, max_side=0)
+        rows = np.zeros((len(scene_keys), YUNET_TOP, 15), np.float64)  # x0 y0 x1 y1 score, 5 landmarks; 0 = none
+        y_faces, y_probs = [], []
+        for i, key in enumerate(scene_keys):
+            found = yunet(arrays[key])
+            for j, d in enumerate(found):
+                rows[i, j, :5] = (*d.box.as_tuple(), d.score)
+                rows[i, j, 5:] = np.array(d.keypoints, np.float64).reshape(-1)
+            best = found[0].box.as_tuple() if found else (0.0, 0.0, float(arrays[key].shape[1]), float(arrays[key].shape[0]))
+            face = crop_face(arrays[key], best, bundle.spec)
+            y_faces.append(face)
+            y_probs.append(classify(face))
+        out.update(yunet_rows=rows, yunet_chain_faces48=np.stack(y_faces), yunet_chain_probs=np.stack(y_probs))
     return out
+
+
+def compare_yunet(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
+    """YuNet's faces on each scene, x86 vs aarch64: paired by IoU, then scores, boxes and landmarks."""
+    failures: list[str] = []
+    score_diff = box_diff = 0.0
+    faces = 0
+    for i, (r_rows, g_rows) in enumerate(zip(ref["yunet_rows"], got["yunet_rows"])):
+        r_rows, g_rows = r_rows[r_rows[:, 4] > 0], g_rows[g_rows[:, 4] > 0]
+        used: set[int] = set()
+        for r in r_rows:
+            ious = [_iou(r[:4], g[:4]) if j not in used else 0.0 for j, g in enumerate(g_rows)]
+            j = int(np.argmax(ious)) if ious else -1
+            if j < 0 or ious[j] < 0.5:
+                if r[4] > YUNET_MIN_SCORE + YUNET_SCORE_TOL:  # not a face at the threshold's edge
+                    failures.append(f"YuNet face {r[:4].round(1).tolist()} (score {r[4]:.3f}) of scene {i} not found")
+                continue
+            used.add(j)
+            faces += 1
+            score_diff = max(score_diff, abs(float(r[4] - g_rows[j][4])))
+            box_diff = max(box_diff, float(np.abs(r[:4] - g_rows[j][:4]).max()), float(np.abs(r[5:] - g_rows[j][5:]).max()))
+        for j, g in enumerate(g_rows):
+            if j not in used and g[4] > YUNET_MIN_SCORE + YUNET_SCORE_TOL:
+                failures.append(f"YuNet face {g[:4].round(1).tolist()} (score {g[4]:.3f}) of scene {i} only on aarch64")
+    if score_diff > YUNET_SCORE_TOL:
+        failures.append(f"YuNet scores differ by {score_diff:.5f} (> {YUNET_SCORE_TOL})")
+    if box_diff > YUNET_BOX_TOL:
+        failures.append(f"YuNet boxes/landmarks differ by {box_diff:.3f} px (> {YUNET_BOX_TOL})")
+    cc = int(np.abs(ref["yunet_chain_faces48"].astype(int) - got["yunet_chain_faces48"].astype(int)).max())
+    cp = float(np.abs(ref["yunet_chain_probs"] - got["yunet_chain_probs"]).max())
+    _, _, bad = _top1_agreement(ref["yunet_chain_probs"], got["yunet_chain_probs"], PROB_TOL)
+    if cc > 8:
+        failures.append(f"YuNet->crop faces differ by {cc} grey levels")
+    if cp > 4 * PROB_TOL or bad:
+        failures.append(f"YuNet->crop->emotion differs: max prob diff {cp:.5f}, top-1 differs on {bad}")
+    report = {"scenes": len(ref["yunet_rows"]), "faces_paired": faces, "max_score_diff": score_diff,
+              "max_box_or_landmark_diff_px": box_diff, "chain_crop_max_diff": cc, "chain_max_prob_diff": cp,
+              "tolerances": {"score": YUNET_SCORE_TOL, "box_px": YUNET_BOX_TOL}}
+    return report, failures
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = min(a[2], b[2]) - max(a[0], b[0])
+    iy = min(a[3], b[3]) - max(a[1], b[1])
+    if ix <= 0 or iy <= 0:
+        return 0.0
+    inter = ix * iy
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
 def _anchors(size: int, count: int) -> np.ndarray:
@@ -329,6 +406,12 @@ def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> tuple[dic
         failures.append(f"detector->crop faces differ by {cc} grey levels")
     if cp > 4 * PROB_TOL or bad_c:
         failures.append(f"detector->crop->emotion differs: max prob diff {cp:.5f}, top-1 differs on {bad_c}")
+    if "yunet_rows" in ref:
+        if "yunet_rows" not in got:
+            failures.append("the host ran YuNet, this platform did not")
+        else:
+            rep["yunet"], yunet_failures = compare_yunet(ref, got)
+            failures += yunet_failures
     return rep, failures
 
 

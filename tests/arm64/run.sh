@@ -283,6 +283,12 @@ print(f"[arm64 parity {r['qemu_cpu']}] prepare_face (upscale) max diff {r['crop_
 print(f"[arm64 parity {r['qemu_cpu']}] detector: {d['scenes']} scenes, best anchor same {d['top1_agree']}/{d['scenes']}, "
       f"max |dscore| {d['max_score_diff']:.2e} (tol {r['tolerances']['score']}), max box diff {d['max_box_diff_px']:.3f} px; "
       f"detector->crop_face (shrink) max diff {c['crop_max_diff']} -> emotion max |dp| {c['max_prob_diff']:.1e}")
+y = r.get("yunet")
+if y:
+    print(f"[arm64 parity {r['qemu_cpu']}] YuNet: {y['scenes']} scenes, {y['faces_paired']} faces paired, "
+          f"max |dscore| {y['max_score_diff']:.2e} (tol {y['tolerances']['score']}), max box/landmark diff "
+          f"{y['max_box_or_landmark_diff_px']:.3f} px (tol {y['tolerances']['box_px']}); YuNet->crop_face max diff "
+          f"{y['chain_crop_max_diff']} -> emotion max |dp| {y['chain_max_prob_diff']:.1e}")
 EOF
 done
 if [ "${#FAILED[@]}" -gt 0 ]; then die "failed: ${FAILED[*]}"; fi

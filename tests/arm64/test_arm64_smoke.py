@@ -36,7 +36,7 @@ def test_fer_edge_comes_from_the_built_wheel():
 
     package = Path(fer_edge.__file__).resolve().parent
     assert package != REPO / "fer_edge", f"fer_edge imported from the source tree: {package}"
-    assert (package / "device" / "runtime.py").is_file() and (package / "data" / "bundle" / "manifest.json").is_file()
+    assert (package / "device" / "runtime.py").is_file() and (package / "data" / "bundles" / "ferplus" / "manifest.json").is_file()
 
 
 def test_litert_runs_the_shipped_detector():

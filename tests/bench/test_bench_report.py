@@ -102,14 +102,15 @@ def test_command_end_to_end(tmp_path, monkeypatch, capsys, shipped_bundle):
     out = tmp_path / "out"
     code = run_main(main, ["--frames", "3", "--warmup", "1", "--threads", "1", "--resolution", "320x240",
                            "--model", f"int8={shipped_bundle.root}", "--model", f"f={copy_path}",
-                           "--detector", "blazeface,yunet", "--sinks", "none", "--out", str(out), "--no-plots"],
+                           "--detector", "blazeface,yunet", "--detector-model", f"yunet={tmp_path / 'gone.onnx'}",
+                           "--sinks", "none", "--out", str(out), "--no-plots"],
                     monkeypatch)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     report = load_report(out / "bench.json")
     status = {r["key"]: r["status"] for r in report["variants"]}
     assert status["int8/blazeface/320x240/1face/1t"] == "ok" and status["f/blazeface/320x240/1face/1t"] == "ok"
-    assert status["int8/yunet/320x240/1face/1t"].startswith("error: the yunet detector needs its model file")
+    assert status["int8/yunet/320x240/1face/1t"].endswith("gone.onnx: YuNet model file not found")
     assert report["config"]["sinks"] == []
     assert all(r["stages"]["log"]["max"] == 0 for r in report["variants"] if r["status"] == "ok")
     assert "| `int8/blazeface/320x240/1face/1t` | ok |" in captured.out

@@ -51,3 +51,4 @@ def astronaut_gray(astronaut_bgr: np.ndarray) -> np.ndarray:
     gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
     gray.flags.writeable = False
     return gray
+

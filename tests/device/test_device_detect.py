@@ -124,7 +124,7 @@ def test_make_detector(bundle, tmp_path) -> None:
     assert make_detector("blazeface", bundle).name == "blazeface"
     with pytest.raises(FerEdgeError, match="unknown detector"):
         make_detector("mtcnn", bundle)
-    with pytest.raises(FerEdgeError, match="no detector.tflite"):
+    with pytest.raises(FerEdgeError, match="no BlazeFace detector"):
         make_detector("blazeface", None)
     not_a_model = tmp_path / "x.tflite"
     not_a_model.write_bytes(b"not a flatbuffer")

@@ -78,6 +78,10 @@ def test_each_mode_converts_and_passes_gate(model_dir, tmp_path, monkeypatch, fl
         assert bundle.manifest["model"]["output"]["dtype"] == "int8"
         assert bundle.detector_path.stat().st_size > 100_000
         assert "Apache" in (bundle.root / "LICENSE-detector.txt").read_text()
+        # YuNet, taken from the packaged bundle, is the default detector, with its licence and checksum.
+        assert [d["kind"] for d in bundle.detectors] == ["yunet", "blazeface"]
+        assert bundle.detectors[0]["sha256"] == load_bundle().detectors[0]["sha256"]
+        assert "Apache License" in (bundle.root / bundle.detectors[0]["license_file"]).read_text()
 
 
 def test_gate_failure_exits_non_zero_after_report(model_dir, tmp_path, monkeypatch, capsys):
@@ -207,3 +211,36 @@ def test_bad_input_is_one_line_and_writes_nothing(model_dir, tmp_path, monkeypat
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_int8_bundle_carries_the_temperature_the_aligned_crop_and_the_calibration_report(model_dir, tmp_path,
+                                                                                          monkeypatch):
+    """Calibration (issue 42): T fitted on PublicTest, folded in, reported before/after; the aligned crop's spec."""
+    run, data = model_dir
+    out = tmp_path / "out"
+    assert _convert([str(run), "--data", str(data), "--calib-samples", "35", "--out", str(out),
+                     "--crop", "aligned", "--keep-roll"], monkeypatch) == 0
+    report = json.loads((out / "report_int8.json").read_text())
+    scaling = report["temperature_scaling"]
+    assert 0.05 <= scaling["temperature"] <= 20 and scaling["fit_split"].startswith("PublicTest")
+    assert set(scaling["splits"]) == {"PublicTest (fit)", "PrivateTest"}
+    for rows in scaling["splits"].values():
+        assert rows["before"]["top1"] == pytest.approx(rows["after"]["top1"], abs=0.06)  # int8 rounding only
+        assert {"ece", "nll", "mean_confidence", "bins"} <= set(rows["after"])
+    fit = scaling["splits"]["PublicTest (fit)"]
+    assert fit["after"]["nll"] <= fit["before"]["nll"] + 0.05  # fitted to lower the NLL it was fitted on
+    bundle = load_bundle(out / "bundle")
+    assert bundle.manifest["model"]["temperature"] == pytest.approx(scaling["temperature"])
+    assert bundle.manifest["model"]["label_set"] == "fer2013"
+    assert (bundle.root / scaling["plot"]).read_bytes()[:4] == b"\x89PNG"
+    assert "## Calibration" in (bundle.root / "accuracy.md").read_text()
+    assert bundle.spec.crop == "aligned" and not bundle.spec.level_eyes and len(bundle.spec.landmarks) == 4
+
+
+def test_no_calibrate_leaves_the_model_as_trained(model_dir, tmp_path, monkeypatch):
+    run, data = model_dir
+    out = tmp_path / "out"
+    assert _convert([str(run), "--data", str(data), "--calib-samples", "35", "--out", str(out), "--no-calibrate",
+                     "--no-detector"], monkeypatch) == 0
+    assert "temperature_scaling" not in json.loads((out / "report_int8.json").read_text())
+    assert "temperature" not in load_bundle(out / "bundle").manifest["model"]
