@@ -380,8 +380,13 @@ class Publisher:
     Two threads: this one (``fer-edge-mqtt``) drains the queue, encodes and
     publishes; paho's network thread (``loop_start``) does the socket I/O,
     keep-alives and reconnects, and calls the ``_on_*`` callbacks. On each
-    connection it announces ``online``, the discovery configs and the last
-    state again, since a restarted broker may have lost its retained ones.
+    connection this thread announces ``online``, the discovery configs and
+    the last state again (before the queued messages), since a restarted
+    broker may have lost its retained ones. paho holds at most
+    ``--mqtt-queue`` unacknowledged QoS 1 messages and refuses more
+    (``MQTT_ERR_QUEUE_SIZE``); whatever it refuses waits here until its
+    PUBACKs make room, so nothing of the announcement is lost, even with a
+    queue smaller than the announcement.
     """
 
     def __init__(self, settings: MqttSettings, classes: Sequence[str], queue: DropOldestQueue,
@@ -400,6 +405,9 @@ class Publisher:
         self._connected = threading.Event()
         self._closing = threading.Event()
         self._last_state: Optional[str] = None
+        self._announce_due = threading.Event()  # set on each connection: announce before draining the queue
+        self._announcement: list[tuple[str, str]] = []  # (topic, payload) still to send, all qos 1, retained
+        self._waiting_for_room = False  # paho's store was full: wake this thread on the next PUBACK
         self._lost_said = False
         self._thread = threading.Thread(target=self._run, name="fer-edge-mqtt", daemon=True)
         self._client = self._make_client()
@@ -446,13 +454,9 @@ class Publisher:
         if self.stats.connections > 1 or self._lost_said:
             self.say(f"mqtt: connected to {self.settings.target.url} again")
         self._lost_said = False
-        s = self.settings
-        client.publish(s.topic("availability"), "online", qos=1, retain=True)
-        if s.ha_discovery:
-            for topic, payload in self.discovery:
-                client.publish(topic, payload, qos=1, retain=True)
-        if self._last_state is not None:
-            client.publish(s.topic("state"), self._last_state, qos=1, retain=True)
+        # Not published here: on this thread no PUBACK can come in meanwhile, so paho's
+        # store (--mqtt-queue messages) would refuse whatever does not fit, for good.
+        self._announce_due.set()
         self._connected.set()
         self.queue.wake.set()
 
@@ -481,6 +485,9 @@ class Publisher:
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         self.stats.published += 1
+        if self._waiting_for_room:  # a slot in paho's store is free again
+            self._waiting_for_room = False
+            self.queue.wake.set()
 
     # this thread -----------------------------------------------------------
 
@@ -505,27 +512,68 @@ class Publisher:
         finally:
             client.loop_stop()
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Announce first if a connection is new, then publish the queued items; True once paho took them all."""
+        if not self._announce():
+            return False
         while self._connected.is_set():
             item = self.queue.pop()
             if item is None:
-                return
+                return True
             topic, payload, qos, retain = self._encode(item)
-            info = self._client.publish(topic, payload, qos=qos, retain=retain)
-            if info.rc != self._mqtt.MQTT_ERR_SUCCESS:  # the connection went meanwhile: keep it for later
+            if self._publish(topic, payload, qos, retain) is None:  # keep it for later
                 self.queue.put_back(item)
-                return
+                return False
             if item[0] == "state":
                 self._last_state = payload
+        return False
+
+    def _announce(self) -> bool:
+        """Send ``online``, the discovery configs and the last state after each connect; False while some wait."""
+        if self._announce_due.is_set():
+            self._announce_due.clear()
+            s = self.settings
+            self._announcement = [(s.topic("availability"), "online"), *(self.discovery if s.ha_discovery else [])]
+            if self._last_state is not None:
+                self._announcement.append((s.topic("state"), self._last_state))
+        while self._announcement and self._connected.is_set():
+            topic, payload = self._announcement[0]
+            if self._publish(topic, payload, 1, True) is None:
+                return False
+            self._announcement.pop(0)
+        return not self._announcement
+
+    def _publish(self, topic: str, payload: str, qos: int, retain: bool) -> Optional[Any]:
+        """Hand one message to paho: its ``MQTTMessageInfo``, or None if paho did not take it.
+
+        Not taken: paho's store is full (``MQTT_ERR_QUEUE_SIZE``), or a qos 0
+        message while the connection is gone. A qos 1 message published
+        while the connection is gone (``MQTT_ERR_NO_CONN``) is taken: paho
+        keeps it and sends it after the reconnect.
+        """
+        self._waiting_for_room = True  # before publishing, so that a PUBACK racing the refusal still wakes us
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == self._mqtt.MQTT_ERR_QUEUE_SIZE:
+            return None
+        self._waiting_for_room = False
+        taken = info.rc == self._mqtt.MQTT_ERR_SUCCESS or (info.rc == self._mqtt.MQTT_ERR_NO_CONN and qos > 0)
+        return info if taken else None
 
     def _goodbye(self) -> None:
         """Send what is queued, then ``offline``, and wait (boundedly) for the broker to take them."""
         if not self._connected.is_set():
             return
-        self._drain()
-        info = self._client.publish(self.settings.topic("availability"), "offline", qos=1, retain=True)
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S - 1
+        offline = None
+        while offline is None and self._connected.is_set() and time.monotonic() < deadline:
+            if self._drain():
+                offline = self._publish(self.settings.topic("availability"), "offline", 1, True)
+            if offline is None:  # paho's store is full: a PUBACK makes room
+                self.queue.wake.wait(0.1)
+                self.queue.wake.clear()
         try:
-            info.wait_for_publish(CLOSE_TIMEOUT_S - 1)
+            if offline is not None:
+                offline.wait_for_publish(max(0.0, deadline - time.monotonic()))
         except (RuntimeError, ValueError):  # not sent: the connection went
             pass
         self.stats.connected_at_end = self._connected.is_set()

@@ -280,7 +280,7 @@ def test_password_from_a_file_and_wrong_credentials(tmp_path) -> None:
     assert not records[-1]["mqtt"]["connected"]
 
 
-def test_broker_killed_mid_run_and_restarted(tmp_path) -> None:
+def test_broker_killed_mid_run_and_restarted(tmp_path, bundle) -> None:
     broker = Broker(tmp_path / "broker").start()
     log = tmp_path / "run.jsonl"
     prefix = "fer-edge/crash-test"
@@ -300,6 +300,8 @@ def test_broker_killed_mid_run_and_restarted(tmp_path) -> None:
         _, err = proc.communicate(timeout=60)
         sub.wait_for(lambda s: s.on(f"{prefix}/availability")[-1].payload == "offline", 10, "offline")
         sub.close()
+        # the restarted broker (no persistence) holds only what the board sent it again after reconnecting
+        kept = retained(broker.port, (f"{prefix}/#", "homeassistant/sensor/fer-edge-crash-test/#"))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -317,6 +319,9 @@ def test_broker_killed_mid_run_and_restarted(tmp_path) -> None:
     topics = {m.topic for m in after}
     # after the restart: online, the last state again (a restarted broker lost its retained one), faces, summary
     assert {f"{prefix}/availability", f"{prefix}/state", f"{prefix}/faces", f"{prefix}/summary"} <= topics
+    # all of the announcement, though it is longer than --mqtt-queue 5: every discovery config and the state
+    assert len([t for t in kept if t.startswith("homeassistant/")]) == 2 + len(bundle.classes)
+    assert kept[f"{prefix}/availability"].payload == "offline" and f"{prefix}/state" in kept
 
 
 def test_a_board_killed_mid_run_shows_offline_through_its_last_will(tmp_path) -> None:
