@@ -49,8 +49,8 @@ DEFAULT_DETECTOR = "yunet"
 #: YuNet runs on the frame scaled by this (small faces grow past its ~20-px floor; the cost grows with
 #: the square), at most `YUNET_MAX_SIDE` pixels on the longer side, plus a pass on the frame shrunk by
 #: `YUNET_COARSE_SCALE` for faces too big for that; chosen with ``fer-bench detect`` (docs/benchmarks-detect.md).
-YUNET_SCALE = 1.5
-YUNET_MAX_SIDE = 960
+YUNET_SCALE = 2.0
+YUNET_MAX_SIDE = 1280
 YUNET_COARSE_SCALE = 0.5
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 
@@ -397,7 +397,7 @@ class YuNetDetector:
     pixel count; `max_side` caps that size (a 1280x720 camera frame is
     shrunk, not enlarged). Faces too big for the enlarged frame (someone
     right in front of the camera) are found by a second, cheap pass on the
-    frame shrunk by `coarse_scale` (0: none; 0.5 costs a ninth of a 1.5x
+    frame shrunk by `coarse_scale` (0: none; 0.5 costs a sixteenth of a 2x
     pass); faces both passes find are merged, the higher score kept. Each
     pass has buffers allocated once per frame size, and the boxes and the
     five landmarks (eyes, nose tip, mouth corners) are mapped back to the
